@@ -1,0 +1,34 @@
+# Two commands on a fresh machine with Python >= 3.10 and the package index:
+#   make demo   the main job end to end on the embedded default
+#   make test   the test suite (fast; `make test-all` adds the slow end-to-end tests)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+RUNS ?= runs/demo
+
+.PHONY: demo test test-all lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) scripts/make_geometry.py synthetic --config configs/default.py --out $(RUNS)/geometry.npz
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" -n 2
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -n 2
+
+lint: $(STAMP)
+	$(PY) -m ruff check hgcal_jax scripts tests benchmarks configs
+
+bench: $(STAMP)
+	$(PY) benchmarks/geometry.py --json $(RUNS)/bench_geometry.json
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
