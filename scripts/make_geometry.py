@@ -32,6 +32,8 @@ def main(argv):
         cfg = cli.config().geometry
     else:
         cfg = cli.load(cli.DEFAULT_CONFIG).geometry
+        if source != "synthetic":
+            cfg.layers = "all"  # keep every layer a file has (the real ntuple has 52)
     with cfg.unlocked():
         cfg.source = source
         if _INPUT.value:

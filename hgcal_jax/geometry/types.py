@@ -48,7 +48,8 @@ class Geometry:
         ntuple's `rechit_detid` for ntuple-derived geometries).
       layer: global layer, 1-based.
       zside: +1 or -1.
-      center: `(N, 3)` cell centre x, y, z in cm (area centroid of the cell polygon).
+      center: `(N, 3)` cell centre x, y, z in cm: the area centroid of the cell polygon for
+        the synthetic source, the file's cell position for the cmssw and ntuple sources.
       vertex_offset: `(N, 6, 2)` polygon vertices minus the centre's x, y (cm), counter-clockwise,
         zero-padded past `n_vertices`.
       n_vertices: valid vertices per cell (3 to 6).
