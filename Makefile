@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) scripts/make_geometry.py synthetic --config configs/default.py --out $(RUNS)/geometry.npz
+	$(PY) scripts/make_table.py --config configs/default.py --geometry $(RUNS)/geometry.npz \
+	    --config.interpolation.cache_dir=$(RUNS)/cache
+	$(PY) scripts/simulate.py --config configs/default.py --geometry $(RUNS)/geometry.npz \
+	    --config.data.dir=$(RUNS)/data
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" -n 2
@@ -29,6 +33,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/geometry.py --json $(RUNS)/bench_geometry.json
+	$(PY) benchmarks/interpolation.py --json $(RUNS)/bench_interpolation.json
+	$(PY) benchmarks/storage.py --json $(RUNS)/bench_storage.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

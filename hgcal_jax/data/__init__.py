@@ -1,0 +1,1 @@
+"""Event data: the record format, ArrayRecord shards, CMSSW ntuple conversion, Grain pipelines."""
