@@ -28,10 +28,12 @@ import numpy as np
 import tqdm
 from array_record.python import array_record_module
 
+from hgcal_jax import targets
 from hgcal_jax.data import records
 from hgcal_jax.geometry import io as geometry_io
 
 WRITER_OPTIONS = "group_size:1,zstd:3"
+FORMAT = "hgcal_jax.events"
 META = "meta.json"
 PLAN = "plan.json"
 SPLITS = ("train", "val", "test")
@@ -134,17 +136,26 @@ def write_dataset(directory: str | os.PathLike, tasks: list[ShardTask],
         else:
             for t in todo:
                 bar.update(_run_task(produce, directory, t)[1])
-    elapsed = time.perf_counter() - start
+    return finalize(directory, tasks, meta, total, time.perf_counter() - start)
+
+
+def finalize(directory: Path, tasks: list[ShardTask], meta: dict, events_written: int,
+             elapsed_s: float) -> dict:
+    """Completes `meta` with the dataset's format, splits and train statistics; writes meta.json.
+
+    Called once every shard of `tasks` is in place; meta.json is the last file written.
+    """
     meta = dict(meta)
     meta.update({
-        "format": "hgcal_jax.events",
+        "format": FORMAT,
         "record_version": records.RECORD_VERSION,
         "writer_options": WRITER_OPTIONS,
-        "splits": _split_summary(directory, tasks),
-        "target_stats": target_stats(directory, [t for t in tasks if t.split == "train"]),
-        "write_events_per_s": round(total / elapsed, 1) if total else None,
+        "splits": _split_summary(Path(directory), tasks),
+        "target_stats": target_stats(Path(directory), [t for t in tasks if t.split == "train"]),
+        "write_events_per_s": round(events_written / elapsed_s, 1) if events_written and elapsed_s > 0
+        else None,
     })
-    write_meta(directory, meta)
+    write_meta(Path(directory), meta)
     return meta
 
 
@@ -192,10 +203,15 @@ def read_truth(path: Path) -> np.ndarray:
 
 
 def target_stats(directory: Path, train_tasks: list[ShardTask]) -> dict:
-    """Mean and std of every float truth field over the train split (for normalisation)."""
+    """Mean and std of every float truth field over the train split, in the +z frame.
+
+    Statistics are of the canonical values the pipeline feeds the network (-z events reflected,
+    so eta is |eta|), and `log_energy` is that of ln(energy).
+    """
     if not train_tasks:
         return {}
-    truth = np.concatenate([read_truth(directory / t.name) for t in train_tasks])
+    raw = np.concatenate([read_truth(directory / t.name) for t in train_tasks])
+    truth = targets.reflect_to_plus_z({name: raw[name] for name in records.TRUTH_FIELDS}, raw["zside"])
     stats = {}
     for name in records.TRUTH_FIELDS:
         if records.TRUTH_DTYPE[name].kind == "f":

@@ -33,7 +33,6 @@ from hgcal_jax.data import records, shards
 log = logging.getLogger(__name__)
 
 STAGING = ".staging"
-FORMAT = "hgcal_jax.events"  # the value shards.write_dataset writes
 _MASK64 = (1 << 64) - 1
 
 
@@ -153,26 +152,6 @@ def write_stream(
             tasks.append(task)
     staging.rmdir()
     elapsed = time.perf_counter() - start
-    meta = dict(meta_fn())
-    meta.update({
-        "format": FORMAT,
-        "record_version": records.RECORD_VERSION,
-        "writer_options": shards.WRITER_OPTIONS,
-        "splits": _split_summary(directory, tasks),
-        "target_stats": shards.target_stats(directory, [t for t in tasks if t.split == "train"]),
-        "write_events_per_s": round(total / elapsed, 1) if total and elapsed > 0 else None,
-        "request": request,
-    })
-    shards.write_meta(directory, meta)
+    meta = shards.finalize(directory, tasks, {**meta_fn(), "request": request}, total, elapsed)
     log.info("wrote %d events into %d shards of %s", total, len(tasks), directory)
     return json.loads(json.dumps(meta))
-
-
-def _split_summary(directory: Path, tasks: list[shards.ShardTask]) -> dict:
-    out: dict[str, dict] = {}
-    for t in tasks:
-        entry = out.setdefault(t.split, {"events": 0, "shards": []})
-        entry["events"] += t.n_events
-        entry["shards"].append({"name": t.name, "records": t.n_events,
-                                "bytes": (directory / t.name).stat().st_size})
-    return out

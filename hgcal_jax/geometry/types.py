@@ -10,6 +10,7 @@ Layers are global and 1-based (2018 v8: EE 1-28, FH 29-40); zside is +1 or -1.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Any
 
@@ -139,10 +140,14 @@ class Geometry:
         mean_z = np.bincount(inverse, weights=self.z) / np.bincount(inverse)
         return {(int(s), int(lay)): float(z) for (s, lay), z in zip(pairs, mean_z, strict=True)}
 
+    @functools.cached_property
+    def _id_order(self) -> tuple[np.ndarray, np.ndarray]:
+        order = np.argsort(self.id, kind="stable")
+        return order, self.id[order]
+
     def index_of(self, ids: np.ndarray) -> np.ndarray:
         """Row index of each cell id, or -1 where the id is not in the geometry."""
-        order = np.argsort(self.id, kind="stable")
-        sorted_ids = self.id[order]
+        order, sorted_ids = self._id_order  # sorted once per geometry, then binary searches
         ids = np.asarray(ids, dtype=np.int64)
         pos = np.clip(np.searchsorted(sorted_ids, ids), 0, max(len(sorted_ids) - 1, 0))
         found = len(sorted_ids) > 0
