@@ -65,7 +65,50 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     data.val_events = 2000
     data.test_events = 4000
     data.events_per_shard = 1000
-    data.workers = 0  # 0 = half the cores
+    data.workers = 0  # simulation worker processes; 0 = half the cores
+    data.geometry = ""  # default: <data.dir>/geometry.npz
+    data.batch_size = 64  # global batch, split over devices and hosts
+    data.max_hits = 1024  # hits per event fed to the model (lowest energies cut, counted)
+    data.loader_workers = 1  # Grain mp_prefetch worker processes (0 = parse in the main process)
+    data.read_threads = 4
+
+    config.model = model = ml_collections.ConfigDict()
+    model.name = "cnn_global"  # cnn_global | cnn_local3d | cnn_inception | cnn_resnet | rnn
+    model.channels = (64, 64, 128)
+    model.norm = "batch"  # batch | layer | none
+    model.dropout = 0.0
+    model.head_widths = (128, 64)
+
+    config.targets = tgt = ml_collections.ConfigDict()
+    tgt.names = "energy,impact_x,impact_y"  # any of hgcal_jax.targets.TARGET_FIELDS
+    tgt.energy = "log_ratio"  # log | log_ratio (correction to the raw calibrated sum) | linear
+    tgt.position_scale = 10.0  # cm per unit of a position target (offset from the window centre)
+    tgt.weights = ""  # per-target loss weights, comma-separated; empty = all 1
+
+    config.optim = opt = ml_collections.ConfigDict()
+    opt.name = "adamw"  # adamw | adam | sgd
+    opt.lr = 1e-3
+    opt.schedule = "cosine"  # cosine | exponential | constant
+    opt.warmup_steps = 200
+    opt.final_fraction = 0.01
+    opt.b1 = 0.9
+    opt.b2 = 0.999
+    opt.weight_decay = 1e-4
+    opt.momentum = 0.9  # sgd only
+    opt.clip_norm = 1.0
+
+    config.train = train = ml_collections.ConfigDict()
+    train.steps = 3000
+    train.stop_after = 0  # stop (with a checkpoint) after this step of the schedule; 0 = run all
+    train.log_every = 50
+    train.eval_every = 1000
+    train.eval_split = "val"
+    train.checkpoint_every = 500
+    train.keep_checkpoints = 3
+    train.histogram_every = 1000  # parameter histograms and a saliency image; 0 = never
+    train.profile_start = 20
+    train.profile_steps = 5
+    config.profile = False  # capture a jax.profiler trace of train.profile_steps steps
 
     if arg == "smoke":
         geometry.layers = "1-12"
@@ -77,6 +120,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         sim.phi_max_deg = 22.0
         data.train_events, data.val_events, data.test_events = 64, 16, 16
         data.events_per_shard = 32
+        data.batch_size = 8
+        data.max_hits = 256
+        data.loader_workers = 0
+        model.channels = (8, 16)
+        model.head_widths = (16,)
+        opt.warmup_steps = 1
+        train.steps = 2
+        train.log_every = 1
+        train.eval_every = 2
+        train.checkpoint_every = 2
+        train.histogram_every = 2
     elif arg not in (None, ""):
         raise ValueError(f"configs/default.py: unknown variant {arg!r} (known: smoke)")
     return config

@@ -65,22 +65,31 @@ TARGET_FIELDS = {
     "barycentre_y": "barycentre_y",
     "barycentre_z": "barycentre_z",
 }
-ENERGY_REPRESENTATIONS = ("log", "linear")
+ENERGY_REPRESENTATIONS = ("log", "log_ratio", "linear")
+POSITION_TARGETS = ("impact_x", "impact_y", "barycentre_x", "barycentre_y")
 
 
 @dataclasses.dataclass(frozen=True)
 class TargetSpec:
     """Which targets, in which representation; `encode` and `decode` are exact inverses.
 
-    Representations (each then standardised with the train split's mean and std from meta.json):
-      energy "log":    y = (ln E - mean ln E) / std ln E. Relative errors become additive, the
-                       natural scale for a calorimeter whose resolution is relative.
-      energy "linear": y = (E - mean E) / std E.
-      anything else:   y = (value - mean) / std, in the +z frame.
+    Representations (standardised with the train split's statistics from meta.json):
+      energy "log":       y = (ln E - mean ln E) / std ln E. Relative errors become additive,
+                          the natural scale for a calorimeter whose resolution is relative.
+      energy "log_ratio": y = (ln(E / E_raw) - mean) / std, with E_raw the raw calibrated sum of
+                          the event's hits (passed as `raw_energy`): the network learns only the
+                          correction to the classical estimate (upstream loss, leakage, dead cells).
+                          Its mean and std are `stats["log_ratio"]`, measured by the training setup.
+      energy "linear":    y = (E - mean E) / std E.
+      positions x, y:     with a reference point (`centre`, the image window's centre) the offset
+                          from it in units of `position_scale` cm; without, standardised.
+      eta, phi, barycentre_z: standardised, in the +z frame.
+    Works with numpy or jax.numpy arrays (`xp`), so steps can encode on device.
     """
 
     names: tuple[str, ...] = ("energy", "impact_x", "impact_y")
     energy: str = "log"
+    position_scale: float = 10.0  # cm
 
     def __post_init__(self):
         unknown = [n for n in self.names if n not in TARGET_FIELDS]
@@ -90,30 +99,52 @@ class TargetSpec:
             raise ValueError(f"energy representation must be one of {ENERGY_REPRESENTATIONS}")
 
     def _stat(self, name: str, stats: Mapping[str, Mapping[str, float]]) -> tuple[float, float]:
-        key = "log_energy" if (name == "energy" and self.energy == "log") else TARGET_FIELDS[name]
+        key = {"log": "log_energy", "log_ratio": "log_ratio", "linear": "energy"}[self.energy] \
+            if name == "energy" else TARGET_FIELDS[name]
         try:
             entry = stats[key]
         except KeyError:
-            raise KeyError(f"meta.json target_stats has no entry {key!r} for target {name!r}") from None
+            raise KeyError(f"target statistics have no entry {key!r} for target {name!r}") from None
         return float(entry["mean"]), float(entry["std"]) or 1.0
 
-    def encode(self, truth: Mapping[str, np.ndarray], stats) -> np.ndarray:
+    def _reference(self, name, centre, raw_energy, xp):
+        if name in POSITION_TARGETS and centre is not None:
+            return centre[..., 0 if name.endswith("_x") else 1]
+        if name == "energy" and self.energy == "log_ratio":
+            if raw_energy is None:
+                raise ValueError("energy representation 'log_ratio' needs raw_energy")
+            return xp.log(xp.maximum(raw_energy, 1e-6))
+        return None
+
+    def encode(self, truth: Mapping, stats, *, centre=None, raw_energy=None, xp=np):
         """Canonical truth arrays (B,) -> targets (B, T) float32."""
         columns = []
         for name in self.names:
-            value = np.asarray(truth[TARGET_FIELDS[name]], np.float64)
-            if name == "energy" and self.energy == "log":
-                value = np.log(value)
+            value = xp.asarray(truth[TARGET_FIELDS[name]], xp.float32)
+            if name == "energy" and self.energy != "linear":
+                value = xp.log(value)
+            ref = self._reference(name, centre, raw_energy, xp)
+            if ref is not None and name in POSITION_TARGETS:
+                columns.append((value - ref) / self.position_scale)
+                continue
+            if ref is not None:
+                value = value - ref
             mean, std = self._stat(name, stats)
             columns.append((value - mean) / std)
-        return np.stack(columns, axis=-1).astype(np.float32)
+        return xp.stack(columns, axis=-1).astype(xp.float32)
 
-    def decode(self, targets, stats) -> dict[str, np.ndarray]:
+    def decode(self, targets, stats, *, centre=None, raw_energy=None, xp=np) -> dict:
         """Targets (B, T) -> physical values (GeV, cm, rad) in the +z frame."""
-        targets = np.asarray(targets, np.float64)
         out = {}
         for k, name in enumerate(self.names):
+            y = targets[..., k]
+            ref = self._reference(name, centre, raw_energy, xp)
+            if ref is not None and name in POSITION_TARGETS:
+                out[name] = ref + y * self.position_scale
+                continue
             mean, std = self._stat(name, stats)
-            value = targets[..., k] * std + mean
-            out[name] = np.exp(value) if (name == "energy" and self.energy == "log") else value
+            value = y * std + mean
+            if ref is not None:
+                value = value + ref
+            out[name] = xp.exp(value) if (name == "energy" and self.energy != "linear") else value
         return out

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -214,15 +215,20 @@ class DeviceIterator:
         self.batches += 1
         return batch
 
-    def get_state(self):
-        """The host iterator's state before the next batch this iterator will return."""
+    def get_state(self) -> bytes:
+        """The host iterator's state before the next batch this iterator will return (JSON bytes,
+        the form `grain.checkpoint.CheckpointHandler` stores for non-dataset iterators)."""
         if not self._checkpointable:
             raise TypeError("the host iterator is not checkpointable")
-        return self._queue[0][0] if self._queue else self._host.get_state()
+        state = self._queue[0][0] if self._queue else self._host.get_state()
+        return json.dumps(state).encode()
 
-    def set_state(self, state) -> None:
+    def set_state(self, state: bytes) -> None:
         self._queue.clear()
-        self._host.set_state(state)
+        self._host.set_state(json.loads(state))
+
+    def start_prefetch(self) -> None:
+        """Called by Grain's checkpoint handler after a restore; batches are fetched on demand."""
 
     def close(self) -> None:
         """Frees Grain's worker processes and shared memory."""

@@ -1,0 +1,166 @@
+"""Training: configs run, steps compile once and learn, resume == straight, 1 == 2 devices,
+TensorBoard tags, NaN handling."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from hgcal_jax import train
+from tests.train_helpers import REPO, make_dataset, smoke_config
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("smoke_data"))
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def leaves(state):
+    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
+
+
+@pytest.mark.parametrize("name", ["default.py:smoke", "cnn_local3d.py:smoke", "cnn_inception.py:smoke",
+                                  "rnn.py:lstm,smoke", "rnn.py:gru,smoke", "rnn.py:rnn,smoke",
+                                  "full_detector.py:smoke"])
+def test_every_config_runs_two_steps(name, data_dir, cache_dir, tmp_path):
+    config = smoke_config(data_dir, cache_dir, name)
+    result = train.train_and_evaluate(config, tmp_path)
+    assert int(result["state"].step) == 2
+    metrics = result["metrics"]
+    assert np.isfinite(metrics["loss"]) and np.isfinite(metrics["energy_resolution"])
+    assert (tmp_path / "checkpoints" / "2").is_dir()
+    assert json.loads((tmp_path / "final_metrics.json").read_text())["loss"] == metrics["loss"]
+
+
+def test_steps_lower_the_loss_on_a_fixed_batch_and_compile_once(data_dir, cache_dir):
+    config = smoke_config(data_dir, cache_dir)
+    setup = train.Setup(config)
+    from hgcal_jax import optim
+
+    tx, schedule = optim.make(config.optim, 100)
+    graphdef, state = train.initial_state(setup, tx)
+    fn, _ = train.jit_steps(setup, graphdef, tx, schedule)
+    batch = next(setup.train_iterator())
+    batch.pop("event_id")
+    key = jax.device_put(jax.random.key(0), setup.repl)
+    losses = []
+    for _ in range(15):
+        state, metrics = fn(state, batch, setup.table, setup.cell_weight, key)
+        losses.append(float(metrics["loss"]))
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert fn._cache_size() == 1  # one compilation for all 15 steps
+
+
+def test_resume_equals_straight_run(data_dir, cache_dir, tmp_path):
+    kw = dict(train__steps=20, train__checkpoint_every=10, train__eval_every=20, train__log_every=5,
+              train__histogram_every=0)
+    straight = train.train_and_evaluate(smoke_config(data_dir, cache_dir, **kw), tmp_path / "a")
+    half = dict(kw, train__stop_after=10)  # interrupted at step 10 of the same 20-step schedule
+    train.train_and_evaluate(smoke_config(data_dir, cache_dir, **half), tmp_path / "b")
+    resumed = train.train_and_evaluate(smoke_config(data_dir, cache_dir, **kw), tmp_path / "b")
+    assert int(resumed["state"].step) == 20
+    for a, b in zip(leaves(straight["state"]), leaves(resumed["state"]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Same data order: the logged training losses of steps 15 and 20 agree.
+    def losses(path):
+        rows = [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+    assert losses(tmp_path / "a")[15] == losses(tmp_path / "b")[15]
+
+
+def test_tensorboard_has_the_expected_tags(data_dir, cache_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train.train_and_evaluate(smoke_config(data_dir, cache_dir), tmp_path)
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"histograms": 0, "images": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    for tag in ("train/loss", "train/loss_energy", "train/rms_energy", "train/lr", "train/grad_norm",
+                "train/param_norm", "train/events_per_s", "eval/loss", "eval/energy_resolution"):
+        assert tag in tags["scalars"], tag
+    assert any(t.startswith("params/") for t in tags["histograms"])
+    assert {"input/image_layer_sum", "saliency/energy_gradient_x_input"} <= set(tags["images"])
+    assert (tmp_path / "config.json").is_file() and (tmp_path / "metrics.jsonl").is_file()
+
+
+def test_nan_batch_stops_with_the_step_and_keeps_the_checkpoint(data_dir, cache_dir, tmp_path,
+                                                               monkeypatch):
+    original = train.Setup.train_iterator
+
+    def poisoned(self):
+        it = original(self)
+        inner_next = it.__next__
+
+        def next_batch():
+            batch = inner_next()
+            if it.batches == 4:  # the 4th batch, consumed by step 3 (0-based)
+                batch["energies"] = batch["energies"] * np.nan
+            return batch
+
+        it.__next__ = next_batch
+        return _Wrapped(it, next_batch)
+
+    monkeypatch.setattr(train.Setup, "train_iterator", poisoned)
+    config = smoke_config(data_dir, cache_dir, train__steps=6, train__checkpoint_every=2,
+                          train__log_every=1, train__histogram_every=0)
+    with pytest.raises(FloatingPointError, match="at step 3"):
+        train.train_and_evaluate(config, tmp_path)
+    steps_saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps_saved == [2]
+
+
+class _Wrapped:
+    """Delegates to a DeviceIterator but with a replaced __next__ (dunders bind on the type)."""
+
+    def __init__(self, it, next_fn):
+        self._it, self._next = it, next_fn
+
+    def __next__(self):
+        return self._next()
+
+    def __getattr__(self, name):
+        return getattr(self._it, name)
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, numpy as np, jax
+    from hgcal_jax import train
+    from tests.train_helpers import smoke_config
+    from pathlib import Path
+    data, cache, out = map(Path, sys.argv[1:4])
+    config = smoke_config(data, cache, train__steps=3, train__histogram_every=0)
+    result = train.train_and_evaluate(config, out / "run")
+    leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(result["state"].params))]
+    np.savez(out / "params.npz", *leaves, loss=result["metrics"]["train_loss"], n=jax.device_count())
+""")
+
+
+def test_one_device_equals_two_devices(data_dir, cache_dir, tmp_path):
+    results = {}
+    for n in (1, 2):
+        out = tmp_path / f"d{n}"
+        out.mkdir()
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}",
+               "PYTHONPATH": str(REPO)}
+        proc = subprocess.run([sys.executable, "-c", SCRIPT, str(data_dir), str(cache_dir), str(out)],
+                              env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[n] = dict(np.load(out / "params.npz"))
+    assert int(results[1]["n"]) == 1 and int(results[2]["n"]) == 2
+    np.testing.assert_allclose(results[1]["loss"], results[2]["loss"], rtol=1e-5)
+    # Two devices sum the batch in another order: float32 differences of ~1e-7 in the gradients.
+    # Adam divides by sqrt(v), so a parameter whose gradient is ~0 can move by ~1e-6 differently;
+    # atol 1e-5 is 1e-4 of the parameters' scale and far below one update (lr = 1e-3).
+    for key in results[1]:
+        if key.startswith("arr_"):
+            np.testing.assert_allclose(results[1][key], results[2][key], rtol=1e-5, atol=1e-5)
