@@ -83,7 +83,8 @@ def input_bound_fraction(config, steps_: int) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json")
-    parser.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "default.py"))
+    parser.add_argument("--config",
+                        default=str(Path(__file__).resolve().parents[1] / "configs" / "default.py"))
     parser.add_argument("--data", help="a simulated dataset directory (default: simulate one)")
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--batches", type=int, default=30)

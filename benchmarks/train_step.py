@@ -11,6 +11,7 @@ simulated with the default config).
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -97,7 +98,7 @@ def main():
                 proc = subprocess.run(
                     [sys.executable, "-c", CHILD, str(REPO / "configs" / spec), str(data[size]),
                      str(tmp / "cache"), str(args.steps)],
-                    capture_output=True, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO), **__import__("os").environ})
+                    capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
                 key = f"{name} [{size}]"
                 if proc.returncode:
                     results[key] = {"error": proc.stderr.strip().splitlines()[-1][:200]}

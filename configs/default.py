@@ -98,10 +98,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     opt.clip_norm = 1.0
 
     config.train = train = ml_collections.ConfigDict()
-    train.steps = 3000
+    train.steps = 1000
     train.stop_after = 0  # stop (with a checkpoint) after this step of the schedule; 0 = run all
     train.log_every = 50
-    train.eval_every = 1000
+    train.eval_every = 500
     train.eval_split = "val"
     train.checkpoint_every = 500
     train.keep_checkpoints = 3

@@ -136,9 +136,12 @@ def test_grads_reach_every_parameter(family):
     run = train_family(family)
     leaves = jax.tree_util.tree_leaves_with_path(run["first"]["grads"])
     assert len(leaves) == len(jax.tree.leaves(run["params"]))
+    assert all(bool(jnp.all(jnp.isfinite(g))) for _, g in leaves)
+    # Relative to the largest leaf: a parameter that cancels (a conv bias before BatchNorm) gets
+    # rounding noise of ~1e-8 of it, where every live leaf here gets a few percent or more.
+    largest = max(float(jnp.max(jnp.abs(g))) for _, g in leaves)
     for path, g in leaves:
-        assert bool(jnp.all(jnp.isfinite(g))), jax.tree_util.keystr(path)
-        assert bool(jnp.any(g != 0)), f"dead parameter {jax.tree_util.keystr(path)}"
+        assert float(jnp.max(jnp.abs(g))) > 1e-4 * largest, f"dead parameter {jax.tree_util.keystr(path)}"
     # Saliency: the gradient w.r.t. the raw image flows through the in-model transform.
     image_grad = run["first"]["image_grad"]
     assert bool(jnp.all(jnp.isfinite(image_grad))) and bool(jnp.any(image_grad != 0))

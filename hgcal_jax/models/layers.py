@@ -55,6 +55,7 @@ class Options:
         check_choice("input_transform", self.input_transform, TRANSFORMS)
         check_choice("activation", self.activation, tuple(ACTIVATIONS))
         check_ints("head_widths", self.head_widths, empty_ok=True)
+        check_choice("coords", self.coords, (True, False))
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model option dropout={self.dropout!r} must be in [0, 1)")
         if self.dropout > 0 and not self.head_widths:
@@ -140,7 +141,7 @@ class ConvNormAct(nnx.Module):
                  strides: int | Sequence[int], options: Options, *, rngs: nnx.Rngs, act: bool = True):
         # A bias before BatchNorm is cancelled by the mean subtraction (and gets zero gradient).
         self.conv = nnx.Conv(in_features, out_features, tuple(kernel_size), strides=strides,
-                             padding="SAME", use_bias=True,
+                             padding="SAME", use_bias=options.norm != "batch",
                              kernel_init=conv_kernel_init, rngs=rngs)
         self.norm = Norm(options.norm, out_features, momentum=options.bn_momentum, rngs=rngs)
         self.activation = options.activation if act else None
