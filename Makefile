@@ -21,6 +21,9 @@ demo: $(STAMP)
 	    --config.interpolation.cache_dir=$(RUNS)/cache
 	$(PY) scripts/simulate.py --config configs/default.py --geometry $(RUNS)/geometry.npz \
 	    --config.data.dir=$(RUNS)/data
+	$(PY) scripts/train.py --config configs/default.py --workdir $(RUNS)/train \
+	    --config.data.dir=$(RUNS)/data --config.data.geometry=$(RUNS)/geometry.npz \
+	    --config.interpolation.cache_dir=$(RUNS)/cache
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" -n 2

@@ -82,7 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.targets = tgt = ml_collections.ConfigDict()
     tgt.names = "energy,impact_x,impact_y"  # any of hgcal_jax.targets.TARGET_FIELDS
     tgt.energy = "log_ratio"  # log | log_ratio (correction to the raw calibrated sum) | linear
-    tgt.position_scale = 10.0  # cm per unit of a position target (offset from the window centre)
+    tgt.position_scale = 1.0  # cm per unit of a position target (offset from the window centre)
     tgt.weights = ""  # per-target loss weights, comma-separated; empty = all 1
 
     config.optim = opt = ml_collections.ConfigDict()
@@ -98,10 +98,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     opt.clip_norm = 1.0
 
     config.train = train = ml_collections.ConfigDict()
-    train.steps = 1000
+    train.steps = 2000
     train.stop_after = 0  # stop (with a checkpoint) after this step of the schedule; 0 = run all
     train.log_every = 50
-    train.eval_every = 500
+    train.eval_every = 1000
     train.eval_split = "val"
     train.checkpoint_every = 500
     train.keep_checkpoints = 3

@@ -85,3 +85,58 @@ def fit(energy, rel, rel_err, with_noise: bool = False) -> ResolutionFit:
     noise, noise_err = (params[2], errors[2]) if with_noise else (0.0, 0.0)
     return ResolutionFit(float(params[0]), float(errors[0]), float(params[1]), float(errors[1]),
                          float(noise), float(noise_err), chi2 / ndf)
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianCore:
+    """A Gaussian fitted to the core (+-2 sigma) of a response distribution."""
+
+    n: int
+    mean: float
+    mean_err: float
+    sigma: float
+    sigma_err: float
+    sigma_eff: float
+
+    @property
+    def rel(self) -> float:
+        return self.sigma / self.mean
+
+    @property
+    def rel_err(self) -> float:
+        return self.rel * np.hypot(self.sigma_err / self.sigma, self.mean_err / self.mean)
+
+
+def gaussian_core(ratio: np.ndarray, window: float = 2.0, iterations: int = 3) -> GaussianCore:
+    """Fits N(mu, sigma) to the histogram of `ratio` within mu +- window sigma, iteratively.
+
+    Starts from the clipped moments of `measure`; falls back to them when there are too few
+    events (< 50) or the fit does not converge. Errors come from the fit's covariance
+    (Poisson bin errors).
+    """
+    base = measure(ratio)
+    ratio = np.asarray(ratio, np.float64)
+    ratio = ratio[np.isfinite(ratio)]
+    fallback = GaussianCore(base.n, base.mean, base.sigma / np.sqrt(base.n), base.sigma,
+                            base.sigma_err, base.sigma_eff)
+    if len(ratio) < 50:
+        return fallback
+    mu, sigma = base.mean, base.sigma
+    gauss = lambda x, a, m, s: a * np.exp(-0.5 * ((x - m) / s) ** 2)  # noqa: E731
+    try:
+        for _ in range(iterations):
+            core = ratio[np.abs(ratio - mu) <= window * sigma]
+            bins = int(np.clip(np.sqrt(len(core)), 10, 60))
+            counts, edges = np.histogram(core, bins=bins)
+            centres = 0.5 * (edges[1:] + edges[:-1])
+            (a, mu, sigma), cov = scipy.optimize.curve_fit(
+                gauss, centres, counts, p0=[counts.max(), mu, sigma],
+                sigma=np.sqrt(np.maximum(counts, 1)), absolute_sigma=True, maxfev=5000)
+            sigma = abs(sigma)
+        errors = np.sqrt(np.diag(cov))
+    except (RuntimeError, ValueError):
+        return fallback
+    if not (np.isfinite(errors).all() and 0 < sigma < 10 * base.sigma):
+        return fallback
+    return GaussianCore(len(ratio), float(mu), float(errors[1]), float(sigma), float(errors[2]),
+                        base.sigma_eff)

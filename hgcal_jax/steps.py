@@ -125,9 +125,10 @@ def eval_step(state: TrainState, batch: dict, table, cell_weight, *, graphdef, t
     per_target = jnp.square(pred - inputs.targets)
     return {
         "pred": decoded,
-        "truth": {name: batch["truth"][targets.TARGET_FIELDS[name]] for name in target_spec.names},
+        "truth": batch["truth"],  # every truth field, +z frame
         "loss": per_target @ jnp.ones(per_target.shape[1]) / per_target.shape[1],
         "raw_energy": inputs.raw_energy,
+        "zside": batch["zside"],
         "weight": batch["weight"],
     }
 

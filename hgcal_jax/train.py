@@ -21,7 +21,17 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from hgcal_jax import checkpoint, interpolation, models, optim, parallel, resolution, saliency, steps
+from hgcal_jax import (
+    checkpoint,
+    evaluation,
+    interpolation,
+    models,
+    optim,
+    parallel,
+    resolution,
+    saliency,
+    steps,
+)
 from hgcal_jax import targets as targets_lib
 from hgcal_jax.data import pipeline, shards
 from hgcal_jax.geometry import io as geometry_io
@@ -111,42 +121,63 @@ class Setup:
                             rngs=nnx.Rngs(params=self.config.seed, dropout=self.config.seed + 1))
 
 
-def evaluate(setup: Setup, eval_fn, state, paths=None) -> dict:
-    """Predictions on a whole split (every example once) and summary metrics."""
+def predict(setup: Setup, eval_fn, state, paths=None) -> dict:
+    """Model predictions (physical units, +z frame) and truth for every example of a split,
+    padding removed: {"pred": {target: (N,)}, "truth": {field: (N,)}, "raw_energy", "zside",
+    "event_id", "loss"}."""
     ds = pipeline.eval_dataset(paths or setup.val_paths, setup.pipeline_spec, setup.host_target_spec,
                                setup.meta["target_stats"])
     outputs = []
     for host_batch in ds:
-        host_batch.pop("event_id", None)
+        event_id = host_batch.pop("event_id")
         batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(setup.batch_sharding, x),
                              host_batch)
-        outputs.append(jax.device_get(eval_fn(state, batch, setup.table, setup.cell_weight)))
+        out = jax.device_get(eval_fn(state, batch, setup.table, setup.cell_weight))
+        out["event_id"] = event_id
+        outputs.append(out)
     out = jax.tree.map(lambda *xs: np.concatenate(xs), *outputs)
-    keep = out["weight"] > 0
-    metrics = {"loss": float(np.mean(out["loss"][keep]))}
+    keep = out.pop("weight") > 0
+    return jax.tree.map(lambda x: x[keep], out)
+
+
+def evaluate(setup: Setup, eval_fn, state, paths=None) -> dict:
+    """Validation metrics: loss, energy response and resolution (model and raw calibrated sum),
+    the fitted S and C and the resolution per energy bin, position RMS."""
+    out = predict(setup, eval_fn, state, paths)
+    metrics = {"loss": float(np.mean(out["loss"]))}
+    truth_energy = out["truth"]["energy"]
     for name in setup.target_spec.names:
-        pred, truth = out["pred"][name][keep], out["truth"][name][keep]
+        pred = out["pred"][name]
         if name == "energy":
-            res = resolution.measure(pred / truth)
-            raw = resolution.measure(out["raw_energy"][keep] / truth)
+            res = resolution.measure(pred / truth_energy)
+            raw = resolution.measure(out["raw_energy"] / truth_energy)
             metrics.update({"energy_response": res.mean, "energy_resolution": res.rel,
                             "energy_sigma_eff": res.sigma_eff, "raw_sum_response": raw.mean,
                             "raw_sum_resolution": raw.rel})
+            rows = evaluation.energy_table(pred, truth_energy, min_events=10)
+            for row in rows:
+                metrics[f"resolution_bin/{row['e_lo']:.0f}-{row['e_hi']:.0f}GeV"] = row["resolution"]
+            fit = evaluation.fit_table(rows)
+            if fit:
+                metrics.update({"energy_fit_S": fit["stochastic"], "energy_fit_C": fit["constant"]})
         else:
+            truth = out["truth"][targets_lib.TARGET_FIELDS[name]]
             metrics[f"rms_{name}"] = float(np.sqrt(np.mean(np.square(pred - truth))))
     return metrics
 
 
 def jit_steps(setup: Setup, graphdef, tx, schedule):
     """The train step (state donated, batch on the data axis, the rest replicated) and eval step,
-    each compiled once per run."""
+    each compiled once per run; with tx None only the eval step (the train step is None)."""
     static = dict(graphdef=graphdef, target_spec=setup.target_spec, stats=setup.stats)
+    eval_fn = jax.jit(functools.partial(steps.eval_step, **static))
+    if tx is None:
+        return None, eval_fn
     train_fn = jax.jit(
         functools.partial(steps.train_step, tx=tx, schedule=schedule, loss_weights=setup.loss_weights,
                           **static),
         in_shardings=(setup.repl, setup.batch_sharding, setup.repl, setup.repl, setup.repl),
         out_shardings=(setup.repl, setup.repl), donate_argnums=0)
-    eval_fn = jax.jit(functools.partial(steps.eval_step, **static))
     return train_fn, eval_fn
 
 
@@ -252,3 +283,26 @@ def _write_saliency(writer, step: int, setup: Setup, graphdef, state, batch) -> 
     writer.image(step, "saliency/energy_gradient_x_input",
                  np.asarray(jnp.sum(jnp.abs(grad[0] * first[0][0]), axis=-1)))
 
+
+
+def restore(workdir: str | Path, config: ml_collections.ConfigDict | None = None, step: int | None = None):
+    """(setup, graphdef, state, step) of a trained run, for evaluation, saliency and plots.
+
+    The config is the run's own (`checkpoints/<step>/config`) unless one is given; `step` defaults
+    to the latest checkpoint. Raises FileNotFoundError naming the workdir if it has none.
+    """
+    import orbax.checkpoint as ocp
+
+    mgr = checkpoint.manager(workdir, keep=1_000_000)
+    step = mgr.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"{workdir} holds no checkpoint (train first: scripts/train.py "
+                                f"--workdir {workdir})")
+    saved = mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+    config = config or ml_collections.ConfigDict(saved)
+    setup = Setup(config)
+    tx, _ = optim.make(config.optim, config.train.steps)
+    graphdef, template = initial_state(setup, tx)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    state = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
+    return setup, graphdef, jax.device_put(state, setup.repl), step

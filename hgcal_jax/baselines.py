@@ -1,0 +1,112 @@
+"""Classical estimates a physicist would use without a network, fitted on the train split.
+
+1. Energy: the calibrated layer-weighted sum E = sum_l w_l S_l, where S_l is the event's summed
+   hit signal in layer l. The weights minimise sum_i ((sum_l w_l S_il - E_i) / E_i)^2 over the
+   train events (least squares on the relative error, so every energy counts alike).
+2. Position: the log-weighted barycentre of the hits on the reference layer,
+   w_i = max(0, w0 + ln(E_i / E_layer)), with w0 tuned on the train events (a grid over 2..7)
+   to minimise the RMS distance to the true impact point. Energy-weighted barycentres are biased
+   towards cell centres; log weights fix most of that (hgcal_facts.md).
+Everything is in the +z frame: a -z event's hits have the x, y of their +z twins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+import numpy as np
+
+from hgcal_jax.data import records
+from hgcal_jax.geometry import types
+
+W0_GRID = np.round(np.arange(2.0, 7.01, 0.25), 2)
+
+
+@dataclasses.dataclass
+class EventSummaries:
+    """What the baselines need from each event, gathered in one pass over the shards."""
+
+    layer_sums: np.ndarray  # (N, L) summed hit signal per layer (hit units)
+    truth: dict[str, np.ndarray]  # raw truth fields, (N,) each
+    ref_offsets: np.ndarray  # (N + 1,) start of each event's reference-layer hits
+    ref_energy: np.ndarray  # (M,) reference-layer hit energies
+    ref_xy: np.ndarray  # (M, 2) their cell centres
+
+
+def summarise(events: Iterable[records.Event], geometry: types.Geometry, layers: np.ndarray,
+              reference_layer: int) -> EventSummaries:
+    """Per-layer sums and reference-layer hits of every event."""
+    position = np.full(int(layers.max()) + 1, -1)
+    position[layers] = np.arange(len(layers))
+    sums, truth_rows, offsets, energies, xy = [], [], [0], [], []
+    for event in events:
+        layer = geometry.layer[event.cells]
+        sums.append(np.bincount(position[layer], weights=event.energies, minlength=len(layers)))
+        on_ref = layer == reference_layer
+        energies.append(event.energies[on_ref])
+        xy.append(geometry.center[event.cells[on_ref], :2])
+        offsets.append(offsets[-1] + int(on_ref.sum()))
+        truth_rows.append(event.truth)
+    truth = {name: np.array([t[name] for t in truth_rows]) for name in records.TRUTH_FIELDS}
+    return EventSummaries(np.array(sums), truth, np.array(offsets),
+                          np.concatenate(energies) if energies else np.zeros(0),
+                          np.concatenate(xy) if xy else np.zeros((0, 2)))
+
+
+def fit_layer_weights(layer_sums: np.ndarray, energy: np.ndarray) -> np.ndarray:
+    """Least-squares layer weights on the relative error."""
+    design = layer_sums / energy[:, None]
+    used = design.any(axis=0)  # layers no event reaches get weight 0, not an arbitrary value
+    weights = np.zeros(layer_sums.shape[1])
+    weights[used] = np.linalg.lstsq(design[:, used], np.ones(len(energy)), rcond=None)[0]
+    return weights
+
+
+def calibrated_sum(layer_sums: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return layer_sums @ weights
+
+
+def log_weighted_position(s: EventSummaries, w0: float) -> np.ndarray:
+    """(N, 2) log-weighted barycentres on the reference layer; NaN where no positive hit."""
+    e = np.maximum(s.ref_energy, 0.0)
+    event = np.repeat(np.arange(len(s.ref_offsets) - 1), np.diff(s.ref_offsets))
+    total = np.bincount(event, weights=e, minlength=len(s.ref_offsets) - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.maximum(0.0, w0 + np.log(e / total[event]))
+    w = np.where(e > 0, w, 0.0)
+    norm = np.bincount(event, weights=w, minlength=len(total))
+    out = np.full((len(total), 2), np.nan)
+    for k in range(2):
+        num = np.bincount(event, weights=w * s.ref_xy[:, k], minlength=len(total))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[:, k] = np.where(norm > 0, num / norm, np.nan)
+    return out
+
+
+def tune_w0(s: EventSummaries, grid: np.ndarray = W0_GRID) -> tuple[float, np.ndarray]:
+    """w0 minimising the RMS distance to the true impact; returns (w0, rms per grid point)."""
+    truth = np.stack([s.truth["impact_x"], s.truth["impact_y"]], axis=1)
+    rms = []
+    for w0 in grid:
+        pos = log_weighted_position(s, w0)
+        d2 = np.sum((pos - truth) ** 2, axis=1)
+        rms.append(np.sqrt(np.nanmean(d2)) if np.isfinite(d2).any() else np.inf)
+    rms = np.array(rms)
+    return float(grid[int(np.argmin(rms))]), rms
+
+
+@dataclasses.dataclass
+class Baselines:
+    layer_weights: np.ndarray
+    w0: float
+
+    @classmethod
+    def fit(cls, train: EventSummaries) -> Baselines:
+        return cls(fit_layer_weights(train.layer_sums, train.truth["energy"].astype(np.float64)),
+                   tune_w0(train)[0])
+
+    def predict(self, s: EventSummaries) -> dict[str, np.ndarray]:
+        pos = log_weighted_position(s, self.w0)
+        return {"energy": calibrated_sum(s.layer_sums, self.layer_weights),
+                "impact_x": pos[:, 0], "impact_y": pos[:, 1]}
