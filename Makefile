@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(PY) scripts/train.py --config configs/default.py --workdir $(RUNS)/train \
 	    --config.data.dir=$(RUNS)/data --config.data.geometry=$(RUNS)/geometry.npz \
 	    --config.interpolation.cache_dir=$(RUNS)/cache
+	$(PY) scripts/evaluate.py --workdir $(RUNS)/train --split test
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" -n 2
@@ -35,9 +36,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check hgcal_jax scripts tests benchmarks configs
 
 bench: $(STAMP)
-	$(PY) benchmarks/geometry.py --json $(RUNS)/bench_geometry.json
-	$(PY) benchmarks/interpolation.py --json $(RUNS)/bench_interpolation.json
-	$(PY) benchmarks/storage.py --json $(RUNS)/bench_storage.json
+	$(PY) benchmarks/run_all.py --out runs/bench --report docs/performance.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
