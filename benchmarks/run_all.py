@@ -113,17 +113,25 @@ def main():
     parser.add_argument("--report", default=str(REPO / "docs" / "performance.md"))
     parser.add_argument("--only", help="comma-separated subset of: " + ", ".join([*ROWS, "train_step"]))
     parser.add_argument("--data", help="an existing simulated dataset for pipeline/train_step")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rebuild the report from the JSON files already in --out, running nothing")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = args.only.split(",") if args.only else [*ROWS, "train_step"]
     results = {}
     for name in names:
+        if args.report_only:
+            path = out / f"{name}.json"
+            results[name] = json.loads(path.read_text()) if path.is_file() else None
+            continue
         extra = ["--data", args.data] if args.data and name in ("pipeline", "train_step") else []
         results[name] = run(name, out, extra)
     machine = common.machine()
     lines = ["# Performance", "",
-             f"Measured by `python benchmarks/run_all.py` on {machine['platform']}, {machine['cpus']} CPUs "
+             f"Measured by `python benchmarks/run_all.py`"
+             f"{' (report rebuilt with --report-only from each benchmark JSON)' if args.report_only else ''}"
+             f" on {machine['platform']}, {machine['cpus']} CPUs "
              f"({machine['processor']}), Python {machine['python']}, CPU-only JAX. Every baseline is "
              "measured in the same run as the measure it is compared with. This shared machine varies "
              "by up to ~2x between runs.", "", "## CPU", ""]

@@ -46,8 +46,10 @@ def prepare(table: operator.DeviceTable, cell_weight: jax.Array, batch: dict, *,
     """Interpolates the hits and builds the model inputs and targets of a batch.
 
     Features: the standardised log raw calibrated sum (energy is extensive; a window image alone
-    does not say how much fell outside it), and in window mode the window centre in metres (the
-    absolute position the image does not show).
+    does not say how much fell outside it), in window mode the window centre in metres (the
+    absolute position the image does not show), and the longitudinal profile: each layer's
+    fraction of the calibrated sum, exact, from all hits (the image has it only through log1p
+    and pooling, yet it is what corrects upstream losses and leakage event by event).
     """
     out = operator.interpolate(table, batch["cells"], batch["energies"], batch["mask"])
     hits_gev = jnp.where(batch["mask"], batch["energies"] * cell_weight[batch["cells"]], 0.0)
@@ -59,6 +61,10 @@ def prepare(table: operator.DeviceTable, cell_weight: jax.Array, batch: dict, *,
     if grid.window:
         centre = out.origin_cm + 0.5 * grid.window * grid.pixel_cm
         features.append(centre / 100.0)
+    layer_BxN = table.layer_index[batch["cells"]]
+    profile = jax.vmap(lambda e, lay: jax.ops.segment_sum(e, lay, num_segments=grid.n_layers))(
+        hits_gev, layer_BxN)
+    features.append(profile / raw[:, None])
     y = target_spec.encode(batch["truth"], stats, centre=centre, raw_energy=raw, xp=jnp)
     return Inputs(out.image, jnp.concatenate(features, axis=1), y, centre, raw, out.dropped_energy)
 

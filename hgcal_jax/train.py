@@ -51,7 +51,8 @@ def cell_weights(geometry, energy_unit: str) -> np.ndarray:
 def derived_stats(paths, weight_C: np.ndarray, n_max: int = 2000) -> dict:
     """Statistics of ln(raw calibrated sum) and of ln(E_true / raw sum), from train events."""
     raw, true = [], []
-    for event in shards.iter_events(paths):
+    # n_cells: a cell beyond the geometry is a RecordError naming the record, not an IndexError.
+    for event in shards.iter_events(paths, n_cells=len(weight_C)):
         raw.append(max(float(np.sum(event.energies * weight_C[event.cells])), 1e-6))
         true.append(event.truth["energy"])
         if len(raw) >= n_max:
@@ -96,8 +97,9 @@ class Setup:
                              f"{len(self.target_spec.names)} targets")
         self.pipeline_spec = pipeline.PipelineSpec(
             batch_size=config.data.batch_size, max_hits=config.data.max_hits, seed=config.seed,
-            workers=config.data.loader_workers, read_threads=config.data.read_threads)
-        self.n_features = 1 + (2 if grid.window else 0)
+            workers=config.data.loader_workers, read_threads=config.data.read_threads,
+            n_cells=len(self.geometry))  # the jitted gather would clamp unknown cells: refuse them
+        self.n_features = 1 + (2 if grid.window else 0) + grid.n_layers  # see steps.prepare
 
     @property
     def host_target_spec(self) -> targets_lib.TargetSpec:

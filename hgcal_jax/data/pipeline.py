@@ -2,7 +2,7 @@
 
 Training (`train_dataset`):
 
-    MapDataset.source(ArrayRecordDataSource(shards))[process_index::process_count]
+    MapDataset.source(ShardSource(shards))[process_index::process_count]   # (where, bytes)
       .shuffle(seed).repeat()        # shuffle before repeat: every epoch is a new permutation
       .map(ParseEvent)               # parse, reflect -z to +z, pad/truncate hits, encode targets
       .batch(per_process_batch, drop_remainder=True)
@@ -16,6 +16,11 @@ the full batch size with `weight == 0` rows, and every process yields the same n
 sharding with `jax.make_array_from_process_local_data` (the same code on one host or many),
 keeps one batch in flight, measures how long the consumer waited for input, and exposes a
 checkpointable `get_state`/`set_state` that accounts for the batch in flight.
+
+Bad input ends with an error naming the shard and record: `ShardSource` turns a read error of a
+corrupt shard into a DatasetError, and `ParseEvent` raises RecordError for an invalid record
+(NaN or infinite energies, and with `PipelineSpec.n_cells` cell indices beyond the geometry).
+Hits beyond `max_hits` are dropped and counted (`truncated`, summed by `DeviceIterator`).
 
 Batch layout (per example): cells (max_hits,) int32, energies (max_hits,) float32, mask
 (max_hits,) bool, n_hits, truncated (hits dropped by the max_hits cut; the lowest energies go),
@@ -39,7 +44,7 @@ import numpy as np
 from absl import flags
 
 from hgcal_jax import targets
-from hgcal_jax.data import records
+from hgcal_jax.data import records, shards
 
 # Fields that stay numpy on the host (64-bit ids do not survive JAX's default 32-bit mode).
 HOST_KEYS = ("event_id",)
@@ -55,18 +60,23 @@ class PipelineSpec:
     read_threads: int = 4
     prefetch_buffer: int = 64
     per_worker_buffer: int = 2
+    n_cells: int | None = None  # the geometry's size: records with a cell beyond it are refused
 
 
 class ParseEvent(grain.transforms.Map):
-    """bytes -> one padded, canonical example (numpy only: it runs in Grain workers)."""
+    """Record bytes -> one padded, canonical example (numpy only: it runs in Grain workers)."""
 
-    def __init__(self, max_hits: int, target_spec: targets.TargetSpec, stats: Mapping):
+    def __init__(self, max_hits: int, target_spec: targets.TargetSpec, stats: Mapping,
+                 n_cells: int | None = None):
         self.max_hits = max_hits
         self.target_spec = target_spec
         self.stats = dict(stats)
+        self.n_cells = n_cells
 
-    def map(self, blob: bytes) -> dict:
-        event = records.parse(blob)
+    def map(self, item: tuple[str, bytes] | bytes) -> dict:
+        """One example from `(where, bytes)` of a ShardSource, or from bare record bytes."""
+        where, blob = item if isinstance(item, tuple) else ("record", item)
+        event = records.parse(blob, where, self.n_cells)
         n = len(event.cells)
         cells, energies = event.cells, event.energies
         if n > self.max_hits:
@@ -95,8 +105,40 @@ class ParseEvent(grain.transforms.Map):
         }
 
 
+class ShardSource:
+    """Grain's ArrayRecordDataSource over shards, yielding `(where, bytes)` per record.
+
+    `where` ("train-00001-of-00008.arrayrecord[17]") lets ParseEvent name the record it refuses,
+    and a read error (riegeli's bare RuntimeError for a corrupt chunk) becomes a DatasetError
+    naming the shard and record, also from Grain's read threads and worker processes.
+    """
+
+    def __init__(self, paths: Sequence[Path]):
+        self._names = [Path(p).name for p in paths]
+        self._paths = [str(p) for p in paths]
+        self._source = grain.sources.ArrayRecordDataSource(self._paths)
+        self._starts = np.cumsum([0] + [shards.num_records(Path(p)) for p in self._paths])
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def _where(self, index: int) -> tuple[int, int]:
+        shard = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return shard, index - int(self._starts[shard])
+
+    def __getitem__(self, index) -> tuple[str, bytes]:
+        index = int(index)
+        shard, local = self._where(index)
+        try:
+            blob = self._source[index]
+        except RuntimeError as e:
+            raise shards.DatasetError(f"shard {self._paths[shard]} record {local} is unreadable "
+                                      f"(corrupt): {e}") from e
+        return f"{self._names[shard]}[{local}]", blob
+
+
 def _source(paths: Sequence[Path]):
-    return grain.MapDataset.source(grain.sources.ArrayRecordDataSource([str(p) for p in paths]))
+    return grain.MapDataset.source(ShardSource(paths))
 
 
 def _per_process_batch(batch_size: int, process_count: int) -> int:
@@ -119,7 +161,7 @@ def train_dataset(paths: Sequence[Path], spec: PipelineSpec, target_spec: target
     process_count = jax.process_count() if process_count is None else process_count
     ds = _source(paths)[process_index::process_count]
     ds = ds.shuffle(seed=spec.seed).repeat()
-    ds = ds.map(ParseEvent(spec.max_hits, target_spec, stats))
+    ds = ds.map(ParseEvent(spec.max_hits, target_spec, stats, spec.n_cells))
     ds = ds.batch(_per_process_batch(spec.batch_size, process_count), drop_remainder=True)
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=spec.read_threads,
                                               prefetch_buffer_size=spec.prefetch_buffer))
@@ -164,14 +206,16 @@ def eval_dataset(paths: Sequence[Path], spec: PipelineSpec, target_spec: targets
     longest = math.ceil(len(source) / process_count)  # the biggest process slice
     n_batches = math.ceil(longest / per_process)
     examples = source[process_index::process_count]
-    parse = ParseEvent(spec.max_hits, target_spec, stats)
+    parse = ParseEvent(spec.max_hits, target_spec, stats, spec.n_cells)
     return grain.MapDataset.range(n_batches).map(_EvalBatch(examples, per_process, parse))
 
 
 class DeviceIterator:
     """Host batches -> globally sharded device batches, one in flight; checkpointable.
 
-    `wait_s` accumulates the time the consumer spent blocked on input (for input_bound_fraction).
+    `wait_s` accumulates the time the consumer spent blocked on input (for input_bound_fraction);
+    `truncated` counts the hits dropped by the max_hits cut in the batches returned so far by
+    this iterator (since it was created: a resumed run counts from its restart).
     """
 
     def __init__(self, host: Iterator[dict], sharding: jax.sharding.Sharding, prefetch: int = 1,
@@ -199,8 +243,9 @@ class DeviceIterator:
                 host_batch = next(self._host)
             except StopIteration:
                 return
-            self.truncated += int(np.sum(host_batch.get("truncated", 0)))
-            self._queue.append((state, self._put(host_batch)))
+            # Counted when consumed (in __next__), not here: the prefetched batch is not trained on yet.
+            truncated = int(np.sum(host_batch.get("truncated", 0)))
+            self._queue.append((state, self._put(host_batch), truncated))
 
     def __iter__(self):
         return self
@@ -210,9 +255,10 @@ class DeviceIterator:
         self._fill()
         if not self._queue:
             raise StopIteration
-        _, batch = self._queue.popleft()
+        _, batch, truncated = self._queue.popleft()
         self.wait_s += time.perf_counter() - start
         self.batches += 1
+        self.truncated += truncated
         return batch
 
     def get_state(self) -> bytes:

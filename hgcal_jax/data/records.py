@@ -117,8 +117,16 @@ def serialize(event: Event) -> bytes:
                      shuffled.tobytes()])
 
 
-def parse(data: bytes, where: str = "record") -> Event:
-    """Decodes bytes from `serialize`; raises RecordError naming `where` if they are not valid."""
+def parse(data: bytes, where: str = "record", n_cells: int | None = None) -> Event:
+    """Decodes bytes from `serialize`; raises RecordError naming `where` if they are not valid.
+
+    Beyond the layout, the reader re-checks what `make_event` guarantees, because bytes can come
+    from a buggy or foreign writer: sorted unique cells and finite energies (a NaN would
+    otherwise reach the train step's NaN guard, far from its record). With `n_cells` (the
+    geometry's size) a cell index beyond the geometry is refused too: the jitted interpolation
+    would clamp it to the last cell and silently image the energy in the wrong place.
+    Content errors name the event id as well as `where`.
+    """
     if len(data) < _HEADER.itemsize + TRUTH_DTYPE.itemsize:
         raise RecordError(f"{where}: {len(data)} bytes is too short for an event record")
     header = np.frombuffer(data, _HEADER, count=1)[0]
@@ -135,8 +143,15 @@ def parse(data: bytes, where: str = "record") -> Event:
     cells = np.cumsum(np.frombuffer(data, "<i4", count=n, offset=offset), dtype=np.int64)
     shuffled = np.frombuffer(data, np.uint8, count=4 * n, offset=offset + 4 * n)
     energies = np.ascontiguousarray(shuffled.reshape(4, n).T).view("<f4").reshape(n)
+    name = f"{where} (event {int(truth['event_id'])})"
     if n and (cells.min() < 0 or np.any(np.diff(cells) <= 0)):
-        raise RecordError(f"{where}: cell indices are not sorted and unique (corrupt record)")
+        raise RecordError(f"{name}: cell indices are not sorted and unique (corrupt record)")
+    if n_cells is not None and n and cells[-1] >= n_cells:
+        raise RecordError(f"{name}: {int(np.sum(cells >= n_cells))} hits with cell indices beyond "
+                          f"the geometry's {n_cells} cells (another geometry or a corrupt writer)")
+    bad = ~np.isfinite(energies)
+    if bad.any():
+        raise RecordError(f"{name}: {int(bad.sum())} hits with NaN or infinite energy")
     return Event(cells.astype(np.int32), energies.astype(np.float32),
                  _truth_dict(np.array(truth, TRUTH_DTYPE)))
 

@@ -8,7 +8,9 @@ Layout of a dataset directory:
 A shard is written under a temporary name and renamed when complete, so a listed shard is
 always whole; an interrupted run is resumed by skipping the shards that exist. meta.json is
 written last (atomically), and readers check every shard's record count against it, so a
-truncated or foreign shard is an error naming the file, never silently read.
+truncated or foreign shard is an error naming the file, never silently read. Riegeli hashes every
+chunk, so flipped bytes inside a shard fail the read; the readers here (and the Grain source of
+`hgcal_jax.data.pipeline`) turn that into a DatasetError naming the shard.
 """
 
 from __future__ import annotations
@@ -191,13 +193,37 @@ def _split_summary(directory: Path, tasks: list[ShardTask]) -> dict:
     return out
 
 
+def num_records(path: Path) -> int:
+    """The record count of one shard; a read error is a DatasetError naming the file."""
+    try:
+        reader = array_record_module.ArrayRecordReader(str(path))
+        try:
+            return reader.num_records()
+        finally:
+            reader.close()
+    except RuntimeError as e:  # riegeli's message does not name the file
+        raise DatasetError(f"shard {path} is unreadable (corrupt or truncated): {e}") from e
+
+
+def read_all(path: Path) -> list[bytes]:
+    """Every record of one shard; a read error is a DatasetError naming the file.
+
+    Riegeli hashes every chunk, so flipped bytes fail the read (or, in the zero padding, change
+    nothing); its RuntimeError does not say which file it was reading.
+    """
+    try:
+        reader = array_record_module.ArrayRecordReader(str(path))
+        try:
+            return reader.read_all()
+        finally:
+            reader.close()
+    except RuntimeError as e:
+        raise DatasetError(f"shard {path} is unreadable (corrupt or truncated): {e}") from e
+
+
 def read_truth(path: Path) -> np.ndarray:
     """All truth rows of one shard, as a TRUTH_DTYPE array."""
-    reader = array_record_module.ArrayRecordReader(str(path))
-    try:
-        blobs = reader.read_all()
-    finally:
-        reader.close()
+    blobs = read_all(path)
     return np.array([records.parse_truth(b, f"{path.name}[{i}]") for i, b in enumerate(blobs)],
                     dtype=records.TRUTH_DTYPE)
 
@@ -264,9 +290,7 @@ def open_split(directory: str | os.PathLike, split: str, geometry_hash: str | No
         if not path.is_file():
             raise DatasetError(f"shard {path} listed in {META} is missing")
         if check_counts:
-            reader = array_record_module.ArrayRecordReader(str(path))
-            n = reader.num_records()
-            reader.close()
+            n = num_records(path)
             if n != shard["records"]:
                 raise DatasetError(f"shard {path} has {n} records, {META} says {shard['records']}: "
                                    f"truncated or replaced")
@@ -274,12 +298,12 @@ def open_split(directory: str | os.PathLike, split: str, geometry_hash: str | No
     return paths, meta
 
 
-def iter_events(paths: Iterable[Path]) -> Iterator[records.Event]:
-    """Every event of the given shards, in order (for tools and tests; training uses Grain)."""
+def iter_events(paths: Iterable[Path], n_cells: int | None = None) -> Iterator[records.Event]:
+    """Every event of the given shards, in order (for tools and tests; training uses Grain).
+
+    Errors name the shard and record: DatasetError for an unreadable shard, RecordError for an
+    invalid record (with `n_cells`, also a cell index beyond the geometry).
+    """
     for path in paths:
-        reader = array_record_module.ArrayRecordReader(str(path))
-        try:
-            for i, blob in enumerate(reader.read_all()):
-                yield records.parse(blob, f"{path.name}[{i}]")
-        finally:
-            reader.close()
+        for i, blob in enumerate(read_all(path)):
+            yield records.parse(blob, f"{path.name}[{i}]", n_cells)
