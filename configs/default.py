@@ -1,14 +1,18 @@
-"""The main job on the embedded default: the synthetic 2018-like (v8) HGCAL, both endcaps.
+"""The main job: the synthetic 2018-like (v8) HGCAL (both endcaps, 7.28 M cells), simulated
+e-/e+/photons of 10-200 GeV with nuisances, 32 x 32 x 40 shower windows, the global-z CNN.
 
-So far the main job builds the geometry (7.28 M silicon cells, 2 x 40 layers) and prints its
-summary; later stages (simulate, shard, train, evaluate, report) extend this config.
-Measured on 2 CPU cores: full geometry built in 1.7 s, peak RSS 1.4 GB
-(`python benchmarks/geometry.py`).
+Reached (test split, 4,000 events, 2,000 steps of batch 64, 12 min on 2 CPU cores; commands
+below, numbers from `scripts/evaluate.py`): energy S = 26.2 +- 0.8 %, C = 0.1 +- 2.8 % (the
+classical fitted layer-weighted sum: S = 26.0 +- 0.8 %, C = 0.73 +- 0.38 %); impact position
+RMS 0.07-0.14 cm per energy bin (classical log-weighted barycentre: 0.08-0.47 cm).
 
   python scripts/make_geometry.py synthetic --config configs/default.py --out runs/demo/geometry.npz
-  python scripts/make_geometry.py synthetic --config configs/default.py:smoke --out /tmp/g.npz
+  python scripts/simulate.py --config configs/default.py --geometry runs/demo/geometry.npz
+  python scripts/train.py --config configs/default.py --workdir runs/demo/train
+  python scripts/evaluate.py --workdir runs/demo/train
 
-Variants: `smoke` = layers 1-12 in a 30-degree phi sector, particles aimed into it, 96 events.
+Variants: `smoke` = layers 1-12 in a 30-degree phi sector, particles aimed into it, 96 events,
+a tiny model, 2 steps (seconds; for tests).
 """
 
 import ml_collections
