@@ -1,107 +1,38 @@
-"""Faults and bad input: every case ends with an error naming the file, event or key, or with a
-documented, counted recovery, never with lost or silently wrong data. docs/reliability.md lists
-the cases and points at these tests.
-
-Kills are real SIGKILLs of subprocesses, each bounded by a deadline; the smoke dataset (96
-simulated events on a 12-layer sector) is simulated once per module.
+"""Faults and bad input, data and configuration side: every case ends with an error naming the
+file, event or key, or with a documented, counted recovery, never with lost or silently wrong data.
+docs/reliability.md lists the cases and points at these tests (killed processes:
+tests/test_faults_killed.py).
 """
 
 import dataclasses
 import json
-import os
-import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import textwrap
-import time
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from hgcal_jax import checkpoint, cli, interpolation, steps, targets, train
-from hgcal_jax.data import pipeline, records, shards, streaming
+from hgcal_jax import checkpoint, interpolation, steps, train
+from hgcal_jax.data import pipeline, records, shards
 from hgcal_jax.geometry import io as geometry_io
 from hgcal_jax.geometry import synthetic
 from hgcal_jax.interpolation import table as table_lib
-from hgcal_jax.simulation import simulator
-from hgcal_jax.simulation.spec import SimulationSpec
-from tests.train_helpers import REPO, make_dataset, smoke_config
-
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-SHARD = "train-00000-of-00002.arrayrecord"  # events 0-31 of the smoke dataset
-TARGETS = targets.TargetSpec(names=("energy", "impact_x", "impact_y"))
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("smoke_data"))
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
-def leaves(state) -> list[np.ndarray]:
-    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
-
-
-def edited_dataset(src: Path, dst: Path, edit) -> Path:
-    """The smoke dataset rewritten with `edit(event) -> Event` applied to every event.
-
-    Written through shards.write_dataset, so meta.json and the record counts are consistent: the
-    fault is in the records alone, as a buggy or foreign writer would leave it.
-    """
-    meta = shards.read_meta(src)
-    events = {e.event_id: e for split in meta["splits"]
-              for e in shards.iter_events(shards.open_split(src, split)[0])}
-    tasks = shards.plan({s: v["events"] for s, v in meta["splits"].items()}, meta["events_per_shard"],
-                        meta["seed"])
-    produce = lambda t: (edit(events[i]) for i in range(t.first_event_id, t.first_event_id + t.n_events))  # noqa: E731
-    keep = {k: meta[k] for k in ("source", "geometry_hash", "energy_unit")}
-    shards.write_dataset(dst, tasks, produce, keep, progress=False)
-    shutil.copy(src / "geometry.npz", dst / "geometry.npz")
-    return dst
-
-
-def train_batches(directory: Path, n_cells: int | None, n: int = 10) -> None:
-    """Pulls `n` batches of 8 (more than one epoch of the 64 train events) through Grain."""
-    paths, meta = shards.open_split(directory, "train")
-    spec = pipeline.PipelineSpec(batch_size=8, max_hits=256, n_cells=n_cells)
-    it = iter(pipeline.train_dataset(paths, spec, TARGETS, meta["target_stats"]))
-    try:
-        for _ in range(n):
-            next(it)
-    finally:
-        it.close()  # stops Grain's read threads, also on the expected error
-
-
-def _data_end(data: bytes) -> int:
-    """End of a shard's chunk region: the start of Riegeli's zero padding before the footer."""
-    nonzero = np.flatnonzero(np.frombuffer(data, np.uint8))
-    return int(nonzero[np.flatnonzero(np.diff(nonzero) > 1024)[0]])
-
-
-def _wait_for(proc: subprocess.Popen, ready, deadline_s: float, log: Path) -> None:
-    """Polls `ready()` while `proc` runs; fails with the process's log if it ends or times out."""
-    deadline = time.monotonic() + deadline_s
-    while not ready():
-        if proc.poll() is not None:
-            pytest.fail(f"process ended (rc {proc.returncode}) before the kill:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"not ready after {deadline_s} s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.005)
-
-
-def _sigkill(proc: subprocess.Popen) -> None:
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=30) == -signal.SIGKILL
-
+from tests.fault_helpers import (  # noqa: F401 (cache_dir, data_dir: pytest fixtures)
+    ENV,
+    SHARD,
+    TARGETS,
+    _committed,
+    _data_end,
+    cache_dir,
+    data_dir,
+    edited_dataset,
+    leaves,
+    train_batches,
+)
+from tests.train_helpers import REPO, smoke_config
 
 # ----------------------------------------------------------------------------- shard files
 
@@ -316,186 +247,6 @@ def test_workdir_of_another_model_is_refused_naming_the_keys(data_dir, cache_dir
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before  # left intact
 
 
-# ----------------------------------------------------------------------------- killed processes
-
-KILL_RUN = dict(train__steps=12, train__checkpoint_every=3, train__log_every=1, train__eval_every=12,
-                train__histogram_every=0)
-
-# The run to kill: the normal job, slowed by 0.2 s per batch (outside the numbers) so that the
-# kill lands between checkpoints at a chosen step rather than after the end.
-TRAIN_SCRIPT = textwrap.dedent("""
-    import json, sys, time
-    from pathlib import Path
-    from hgcal_jax import train
-    from hgcal_jax.data import pipeline
-    from tests.train_helpers import smoke_config
-    data, cache, workdir, kw = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
-    fast_next = pipeline.DeviceIterator.__next__
-    def slow_next(self):
-        batch = fast_next(self)
-        time.sleep(0.2)
-        return batch
-    pipeline.DeviceIterator.__next__ = slow_next
-    train.train_and_evaluate(smoke_config(data, cache, **kw), workdir)
-""")
-
-
-def _train_rows(workdir: Path) -> list[dict]:
-    path = workdir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(x) for x in path.read_text().splitlines() if x.endswith("}") and "train/loss" in x]
-
-
-def _committed(workdir: Path) -> list[int]:
-    directory = workdir / "checkpoints"
-    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
-
-
-def test_training_killed_at_a_random_step_resumes_to_the_same_parameters(data_dir, cache_dir, tmp_path):
-    straight = train.train_and_evaluate(smoke_config(data_dir, cache_dir, **KILL_RUN), tmp_path / "straight")
-    kill_after = random.Random(9).randint(4, 10)  # a step between checkpoints 3, 6 and 9 (here 7)
-    workdir = tmp_path / "killed"
-    log = tmp_path / "killed.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, str(data_dir), str(cache_dir),
-                                 str(workdir), json.dumps(KILL_RUN)], cwd=REPO, env=ENV, stdout=out,
-                                stderr=subprocess.STDOUT)
-    try:
-        _wait_for(proc, lambda: _committed(workdir) and len(_train_rows(workdir)) >= kill_after, 300, log)
-        _sigkill(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-    killed_rows = _train_rows(workdir)
-    last = _committed(workdir)[-1]
-    assert 3 <= last <= len(killed_rows) < 12 and not (workdir / "final_metrics.json").exists()
-
-    resumed = train.train_and_evaluate(smoke_config(data_dir, cache_dir, **KILL_RUN), workdir)
-    assert int(resumed["state"].step) == 12
-    rows = _train_rows(workdir)[len(killed_rows):]
-    assert [r["step"] for r in rows] == list(range(last + 1, 13))  # from the last complete checkpoint
-    # The steps run twice (after the checkpoint, before the kill) saw the same data and state.
-    redone = {r["step"]: r["train/loss"] for r in killed_rows if r["step"] > last}
-    assert redone == {r["step"]: r["train/loss"] for r in rows if r["step"] in redone}
-    for a, b in zip(leaves(straight["state"]), leaves(resumed["state"]), strict=True):
-        np.testing.assert_array_equal(a, b)
-
-
-# The writer to kill: the normal simulation, slowed by 50 ms per event (outside the numbers).
-SIMULATE_SCRIPT = textwrap.dedent("""
-    import sys, time
-    from hgcal_jax import cli
-    from hgcal_jax.simulation import simulator
-    from hgcal_jax.simulation.spec import SimulationSpec
-    geometry, out, config = sys.argv[1:4]
-    fast_event = simulator.Simulator.event
-    def slow_event(self, rng, event_id=0):
-        time.sleep(0.05)
-        return fast_event(self, rng, event_id)
-    simulator.Simulator.event = slow_event
-    spec = SimulationSpec.from_config(cli.load(config).simulation)
-    simulator.simulate_dataset(geometry, spec, out, {"train": 24, "val": 8}, 4, seed=0, progress=False)
-""")
-
-
-def test_shard_writer_killed_mid_write_lists_no_partial_shard_and_resumes(data_dir, tmp_path):
-    config = f"{REPO / 'configs' / 'default.py'}:smoke"
-    geometry = str(data_dir / "geometry.npz")
-    spec = SimulationSpec.from_config(cli.load(config).simulation)
-    split_events = {"train": 24, "val": 8}
-    planned = {t.name: t.n_events for t in shards.plan(split_events, 4, seed=0)}
-    reference = tmp_path / "straight"
-    simulator.simulate_dataset(geometry, spec, str(reference), split_events, 4, seed=0, progress=False)
-
-    out = tmp_path / "killed"
-    complete = lambda: [p for p in out.glob("*.arrayrecord") if not p.name.startswith(".")]  # noqa: E731
-    partial = lambda: list(out.glob(".*.tmp-*"))  # noqa: E731
-    log = tmp_path / "killed.log"
-    with open(log, "w") as stream:
-        proc = subprocess.Popen([sys.executable, "-c", SIMULATE_SCRIPT, geometry, str(out), config], cwd=REPO,
-                                env=ENV, stdout=stream, stderr=subprocess.STDOUT)
-    try:
-        _wait_for(proc, lambda: len(complete()) >= 2 and partial(), 120, log)
-        _sigkill(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-    # What a killed writer leaves: hidden temporaries (never shard names), whole shards, no meta.json.
-    assert all(not shards._NAME.match(p.name) for p in partial())
-    kept = {p.name: p.stat().st_mtime_ns for p in complete()}
-    assert 2 <= len(kept) < len(planned)
-    for name in kept:
-        assert shards.num_records(out / name) == planned[name]
-        assert len(list(shards.iter_events([out / name]))) == planned[name]
-    with pytest.raises(shards.DatasetError, match="has no meta.json: it is incomplete"):
-        shards.open_split(out, "train")
-
-    simulator.simulate_dataset(geometry, spec, str(out), split_events, 4, seed=0, progress=False)
-    assert not partial()
-    assert {name: (out / name).stat().st_mtime_ns for name in kept} == kept  # resumed, not redone
-    assert sorted(p.name for p in complete()) == sorted(planned)
-    for name in planned:
-        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
-    for split in split_events:
-        assert shards.open_split(out, split)[1]["splits"] == shards.read_meta(reference)["splits"]
-
-
-# The streaming writer (CMSSW ntuple conversion) over 40 synthetic events, `slow` s per event.
-STREAM_SCRIPT = textwrap.dedent("""
-    import sys, time
-    import numpy as np
-    from hgcal_jax.data import records, streaming
-    out, slow = sys.argv[1], float(sys.argv[2])
-    def events():
-        rng = np.random.default_rng(0)
-        for i in range(40):
-            time.sleep(slow)
-            n = int(rng.integers(5, 50))
-            yield records.make_event(rng.choice(5000, n, replace=False), rng.exponential(2.0, n),
-                                     {"event_id": i, "energy": float(rng.uniform(10, 100))})
-    fractions = {"train": 0.75, "val": 0.25}
-    streaming.write_stream(out, events(), lambda e: streaming.split_of(e.event_id, 0, fractions), 4, 0,
-                           lambda: {"geometry_hash": "g", "energy_unit": "GeV"}, {"events": 40})
-""")
-
-
-def test_stream_writer_killed_mid_write_lists_no_shard_and_rerun_completes(tmp_path):
-    def run(out: Path, slow: float) -> subprocess.Popen:
-        with open(tmp_path / f"{out.name}.log", "w") as log:  # the child keeps its own descriptor
-            return subprocess.Popen([sys.executable, "-c", STREAM_SCRIPT, str(out), str(slow)], cwd=REPO,
-                                    env=ENV, stdout=log, stderr=subprocess.STDOUT)
-
-    reference, out = tmp_path / "straight", tmp_path / "killed"
-    straight = run(reference, 0.0)
-    proc = run(out, 0.05)
-    try:
-        staged = lambda: list((out / streaming.STAGING).glob("*.arrayrecord"))  # noqa: E731
-        _wait_for(proc, lambda: len(staged()) >= 2, 120, tmp_path / "killed.log")
-        _sigkill(proc)
-        assert straight.wait(timeout=120) == 0, (tmp_path / "straight.log").read_text()[-3000:]
-    finally:
-        for p in (proc, straight):
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=30)
-    # Shards are staged in a hidden folder and renamed only once the stream ends: none is listed.
-    assert staged() and not list(out.glob("*.arrayrecord")) and not (out / "meta.json").exists()
-    with pytest.raises(shards.DatasetError, match="has no meta.json: it is incomplete"):
-        shards.open_split(out, "train")
-
-    rerun = run(out, 0.0)
-    assert rerun.wait(timeout=120) == 0, (tmp_path / "killed.log").read_text()[-3000:]
-    assert not (out / streaming.STAGING).exists()
-    names = sorted(p.name for p in reference.glob("*.arrayrecord"))
-    assert names and sorted(p.name for p in out.glob("*.arrayrecord")) == names
-    for name in names:
-        assert list(shards.iter_events([out / name])) == list(shards.iter_events([reference / name])), name
-    assert shards.read_meta(out)["splits"] == shards.read_meta(reference)["splits"]
-
-
 # ----------------------------------------------------------------------------- NaN in a batch
 
 
@@ -519,3 +270,4 @@ def test_nan_batch_stops_naming_the_step_and_keeps_the_last_checkpoint(data_dir,
     _, _, state, step = train.restore(tmp_path)
     assert step == 2 and int(state.step) == 2 and int(state.first_bad_step) == -1
     assert all(np.isfinite(x).all() for x in leaves(state))
+
