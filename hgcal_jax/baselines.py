@@ -55,16 +55,21 @@ def summarise(events: Iterable[records.Event], geometry: types.Geometry, layers:
 
 
 def fit_layer_weights(layer_sums: np.ndarray, energy: np.ndarray) -> np.ndarray:
-    """Least-squares layer weights on the relative error."""
-    design = layer_sums / energy[:, None]
+    """Least-squares offset and layer weights on the relative error: `[b, w_1, ..., w_L]`.
+
+    The offset b (GeV) absorbs the noise pedestal (noise hits above threshold add signal to every
+    event); without it the fit bends the deep layers' weights negative to subtract it.
+    """
+    design = np.column_stack([np.ones(len(energy)), layer_sums]) / energy[:, None]
     used = design.any(axis=0)  # layers no event reaches get weight 0, not an arbitrary value
-    weights = np.zeros(layer_sums.shape[1])
+    weights = np.zeros(design.shape[1])
     weights[used] = np.linalg.lstsq(design[:, used], np.ones(len(energy)), rcond=None)[0]
     return weights
 
 
 def calibrated_sum(layer_sums: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return layer_sums @ weights
+    """E = b + sum_l w_l S_l with `weights = [b, w_1, ..., w_L]`."""
+    return weights[0] + layer_sums @ weights[1:]
 
 
 def log_weighted_position(s: EventSummaries, w0: float) -> np.ndarray:
@@ -75,6 +80,11 @@ def log_weighted_position(s: EventSummaries, w0: float) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         w = np.maximum(0.0, w0 + np.log(e / total[event]))
     w = np.where(e > 0, w, 0.0)
+    norm = np.bincount(event, weights=w, minlength=len(total))
+    # Where w0 is so small that every log weight vanishes, fall back to energy weights, so that
+    # every w0 of the tuning grid is scored on the same events.
+    flat = (norm <= 0)[event]
+    w = np.where(flat, e, w)
     norm = np.bincount(event, weights=w, minlength=len(total))
     out = np.full((len(total), 2), np.nan)
     for k in range(2):

@@ -18,7 +18,9 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 # Config sections that define the shapes and meaning of the saved state: they must match.
-STATE_DEFINING = ("model", "targets", "interpolation", "optim.name")
+# (The cache directory is where tables are kept, not what they are: moving it is allowed.)
+STATE_DEFINING = ("model", "targets", "interpolation.pixel_cm", "interpolation.window", "geometry",
+                  "optim", "train.steps", "seed", "data.batch_size", "data.max_hits")
 
 
 class CheckpointMismatchError(ValueError):
@@ -31,15 +33,28 @@ def manager(workdir: str | Path, keep: int) -> ocp.CheckpointManager:
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "data": grain.checkpoint.CheckpointHandler(),
-                       "config": ocp.JsonCheckpointHandler()},
+                       "config": ocp.JsonCheckpointHandler(),
+                       "stats": ocp.JsonCheckpointHandler()},
     )
 
 
-def save(mgr: ocp.CheckpointManager, step: int, state, data_iterator, config: ml_collections.ConfigDict):
+def save(mgr: ocp.CheckpointManager, step: int, state, data_iterator, config: ml_collections.ConfigDict,
+         stats: dict):
+    """One checkpoint: state, data iterator, config and the normalisation statistics (inputs and
+    targets are standardised with them, so a restore must not recompute them from other data)."""
     mgr.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=grain.checkpoint.CheckpointSave(data_iterator),
-        config=ocp.args.JsonSave(config.to_dict())), force=True)
+        config=ocp.args.JsonSave(config.to_dict()),
+        stats=ocp.args.JsonSave(stats)), force=True)
+
+
+def saved_stats(mgr: ocp.CheckpointManager, step: int) -> dict | None:
+    """The statistics stored with a checkpoint (None for checkpoints written without them)."""
+    try:
+        return mgr.restore(step, args=ocp.args.Composite(stats=ocp.args.JsonRestore())).stats
+    except (KeyError, ValueError, FileNotFoundError):
+        return None
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -148,11 +148,16 @@ def run(workdir: str | Path, split: str = "test", out_dir: str | Path | None = N
     paths, _ = shards.open_split(setup.config.data.dir, split, io.content_hash(setup.geometry))
     out = train.predict(setup, eval_fn, state, paths)
     layers = np.array(setup.grid.layers)
-    ref_layer = int(setup.config.simulation.reference_layer)
+    # The layer the data's impact truth refers to (the simulator's, recorded in meta.json).
+    ref_layer = int(setup.meta.get("simulation", {}).get("reference_layer",
+                                                          setup.config.simulation.reference_layer))
     fitted = baselines.Baselines.fit(baselines.summarise(
         shards.iter_events(setup.train_paths), setup.geometry, layers, ref_layer))
     summary = baselines.summarise(shards.iter_events(paths), setup.geometry, layers, ref_layer)
     order = {int(e): i for i, e in enumerate(summary.truth["event_id"])}
+    if len(order) != len(summary.truth["event_id"]):
+        raise ValueError(f"split {split!r} of {setup.config.data.dir} repeats event ids: predictions "
+                         f"and baselines cannot be paired")
     rows = np.array([order[int(e)] for e in out["event_id"]])
     classical = {k: v[rows] for k, v in fitted.predict(summary).items()}
     truth = {k: np.asarray(v, np.float64) for k, v in out["truth"].items()}

@@ -30,7 +30,13 @@ def initialize() -> None:
     if os.environ.get("SLURM_NTASKS") == "1" or os.environ.get("OMPI_COMM_WORLD_SIZE") == "1":
         multi = bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
     if multi:
-        jax.distributed.initialize()
+        # JAX reads the coordinator from the environment but not these two (SLURM/MPI set theirs).
+        kwargs = {}
+        if os.environ.get("JAX_NUM_PROCESSES"):
+            kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
+        if os.environ.get("JAX_PROCESS_ID"):
+            kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
+        jax.distributed.initialize(**kwargs)
         logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
                      jax.process_count(), jax.local_device_count(), jax.device_count())
 

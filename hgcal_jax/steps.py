@@ -109,7 +109,8 @@ def train_step(state: TrainState, batch: dict, table, cell_weight, root_key, *, 
         params=keep(params, state.params),
         rest=keep(rest, state.rest),
         opt_state=keep(opt_state, state.opt_state),
-        first_bad_step=jnp.where((state.first_bad_step < 0) & ~ok, state.step, state.first_bad_step),
+        # 1-based, like the step numbers of the logs and checkpoints.
+        first_bad_step=jnp.where((state.first_bad_step < 0) & ~ok, state.step + 1, state.first_bad_step),
     )
     metrics = {"loss": loss, "grad_norm": grad_norm, "param_norm": optax.tree.norm(params),
                "lr": schedule(state.step), "dropped_energy": inputs.dropped_energy.mean()}

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from hgcal_jax import (
     checkpoint,
@@ -134,8 +135,11 @@ def predict(setup: Setup, eval_fn, state, paths=None) -> dict:
         event_id = host_batch.pop("event_id")
         batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(setup.batch_sharding, x),
                              host_batch)
+        # eval_fn returns replicated arrays (the global batch, processes in order), so device_get
+        # works on every host; the ids are gathered in the same order.
         out = jax.device_get(eval_fn(state, batch, setup.table, setup.cell_weight))
-        out["event_id"] = event_id
+        out["event_id"] = (multihost_utils.process_allgather(event_id, tiled=True)
+                           if jax.process_count() > 1 else event_id)
         outputs.append(out)
     out = jax.tree.map(lambda *xs: np.concatenate(xs), *outputs)
     keep = out.pop("weight") > 0
@@ -172,7 +176,7 @@ def jit_steps(setup: Setup, graphdef, tx, schedule):
     """The train step (state donated, batch on the data axis, the rest replicated) and eval step,
     each compiled once per run; with tx None only the eval step (the train step is None)."""
     static = dict(graphdef=graphdef, target_spec=setup.target_spec, stats=setup.stats)
-    eval_fn = jax.jit(functools.partial(steps.eval_step, **static))
+    eval_fn = jax.jit(functools.partial(steps.eval_step, **static), out_shardings=setup.repl)
     if tx is None:
         return None, eval_fn
     train_fn = jax.jit(
@@ -213,8 +217,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     start_step = 0
     if restored:
         start_step, state = restored[0], jax.device_put(restored[1], setup.repl)
+        # Standardise exactly as before the interruption, whatever data.dir holds now.
+        setup.stats = checkpoint.saved_stats(mgr, start_step) or setup.stats
     writers.write_config(workdir, config)
-    writer = writers.MetricWriter(workdir)
+    writer = writers.MetricWriter(workdir, start_step=start_step)
     writer.text_config(config)
 
     train_fn, eval_fn = jit_steps(setup, graphdef, tx, schedule)
@@ -248,7 +254,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 last_log, last_wait, last_time = done, data.wait_s, now
                 writer.scalars(done, metrics_host, "train/")
                 logging.info(progress.line(done, metrics_host))
-            if tc.histogram_every and done % tc.histogram_every == 0:
+            if tc.histogram_every and done % tc.histogram_every == 0 and jax.process_count() == 1:
+                # Single process only: the example is read back from the globally sharded batch.
                 writer.histograms(done, jax.device_get(state.params), "params")
                 _write_saliency(writer, done, setup, graphdef, state, batch)
             if done % tc.eval_every == 0 or done == tc.steps:
@@ -257,7 +264,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             stopping = done == tc.stop_after
             if done % tc.checkpoint_every == 0 or done == tc.steps or stopping:
                 _check_finite(state, done)
-                checkpoint.save(mgr, done, state, data, config)
+                checkpoint.save(mgr, done, state, data, config, setup.stats)
             if stopping:
                 logging.info("stopping after step %d as asked (train.stop_after); rerun to resume", done)
                 break
@@ -303,6 +310,7 @@ def restore(workdir: str | Path, config: ml_collections.ConfigDict | None = None
     saved = mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
     config = config or ml_collections.ConfigDict(saved)
     setup = Setup(config)
+    setup.stats = checkpoint.saved_stats(mgr, step) or setup.stats  # as trained, not recomputed
     tx, _ = optim.make(config.optim, config.train.steps)
     graphdef, template = initial_state(setup, tx)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)

@@ -18,7 +18,7 @@ import numpy as np
 class MetricWriter:
     """Scalars, histograms and images to TensorBoard and scalars to metrics.jsonl."""
 
-    def __init__(self, workdir: str | Path, enabled: bool | None = None):
+    def __init__(self, workdir: str | Path, enabled: bool | None = None, start_step: int = 0):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self.workdir = Path(workdir)
         self._tb = None
@@ -27,7 +27,13 @@ class MetricWriter:
 
             self.workdir.mkdir(parents=True, exist_ok=True)
             self._tb = SummaryWriter(str(self.workdir / "tb"), flush_secs=10)
-            self._jsonl = open(self.workdir / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close())
+            path = self.workdir / "metrics.jsonl"
+            if path.is_file():
+                # A resumed run redoes the steps after its checkpoint: drop their old rows.
+                kept = [line for line in path.read_text().splitlines()
+                        if line and json.loads(line).get("step", 0) <= start_step]
+                path.write_text("".join(line + "\n" for line in kept))
+            self._jsonl = open(path, "a")  # noqa: SIM115 (closed in close())
 
     def scalars(self, step: int, values: dict, prefix: str = "") -> None:
         if not self.enabled:

@@ -256,14 +256,14 @@ def test_nan_batch_stops_naming_the_step_and_keeps_the_last_checkpoint(data_dir,
 
     def poisoned(self):
         batch = fast_next(self)
-        if self.batches == 4:  # the 4th batch, consumed by step 3 (0-based)
+        if self.batches == 4:  # the 4th batch: step 4 in the logs' (1-based) numbering
             batch["energies"] = batch["energies"] * np.nan
         return batch
 
     monkeypatch.setattr(pipeline.DeviceIterator, "__next__", poisoned)
     config = smoke_config(data_dir, cache_dir, train__steps=6, train__checkpoint_every=2,
                           train__log_every=1, train__histogram_every=0)
-    with pytest.raises(FloatingPointError, match="non-finite loss or gradient at step 3"):
+    with pytest.raises(FloatingPointError, match="non-finite loss or gradient at step 4"):
         train.train_and_evaluate(config, tmp_path)
     assert _committed(tmp_path) == [2]
     monkeypatch.undo()

@@ -1,5 +1,5 @@
 """Training: configs run, steps compile once and learn, resume == straight, 1 == 2 devices,
-TensorBoard tags, NaN handling."""
+TensorBoard tags. (A NaN batch is in the fault suite, tests/test_faults.py.)"""
 
 import json
 import os
@@ -91,45 +91,6 @@ def test_tensorboard_has_the_expected_tags(data_dir, cache_dir, tmp_path):
     assert any(t.startswith("params/") for t in tags["histograms"])
     assert {"input/image_layer_sum", "saliency/energy_gradient_x_input"} <= set(tags["images"])
     assert (tmp_path / "config.json").is_file() and (tmp_path / "metrics.jsonl").is_file()
-
-
-def test_nan_batch_stops_with_the_step_and_keeps_the_checkpoint(data_dir, cache_dir, tmp_path,
-                                                               monkeypatch):
-    original = train.Setup.train_iterator
-
-    def poisoned(self):
-        it = original(self)
-        inner_next = it.__next__
-
-        def next_batch():
-            batch = inner_next()
-            if it.batches == 4:  # the 4th batch, consumed by step 3 (0-based)
-                batch["energies"] = batch["energies"] * np.nan
-            return batch
-
-        it.__next__ = next_batch
-        return _Wrapped(it, next_batch)
-
-    monkeypatch.setattr(train.Setup, "train_iterator", poisoned)
-    config = smoke_config(data_dir, cache_dir, train__steps=6, train__checkpoint_every=2,
-                          train__log_every=1, train__histogram_every=0)
-    with pytest.raises(FloatingPointError, match="at step 3"):
-        train.train_and_evaluate(config, tmp_path)
-    steps_saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
-    assert steps_saved == [2]
-
-
-class _Wrapped:
-    """Delegates to a DeviceIterator but with a replaced __next__ (dunders bind on the type)."""
-
-    def __init__(self, it, next_fn):
-        self._it, self._next = it, next_fn
-
-    def __next__(self):
-        return self._next()
-
-    def __getattr__(self, name):
-        return getattr(self._it, name)
 
 
 SCRIPT = textwrap.dedent("""

@@ -89,8 +89,10 @@ class ParseEvent(grain.transforms.Map):
         mask = np.zeros(self.max_hits, bool)
         out_cells[:m], out_energies[:m], mask[:m] = cells, energies, True
         zside = int(event.truth["zside"])
+        if zside not in (1, -1):
+            raise records.RecordError(f"{where} (event {event.event_id}): zside {zside} is not +1 or -1")
         raw = {name: np.asarray([event.truth[name]], np.float64) for name in TRUTH_FLOATS}
-        canonical = targets.reflect_to_plus_z(raw, np.asarray([zside if zside in (1, -1) else 1]))
+        canonical = targets.reflect_to_plus_z(raw, np.asarray([zside]))
         return {
             "cells": out_cells,
             "energies": out_energies,
@@ -175,14 +177,17 @@ def train_dataset(paths: Sequence[Path], spec: PipelineSpec, target_spec: target
 class _EvalBatch(grain.transforms.Map):
     """Batch index -> a full batch of consecutive examples, padded with weight-0 rows."""
 
-    def __init__(self, examples: grain.MapDataset, size: int, parse: ParseEvent):
+    def __init__(self, examples: grain.MapDataset, size: int, parse: ParseEvent, template_source):
+        # template_source: any example of the split, to shape the padding of a process whose own
+        # slice is empty (more processes than examples).
         self.examples, self.size, self.parse = examples, size, parse
+        self.template_source = template_source
 
     def map(self, index: int) -> dict:
         start = index * self.size
         rows = [self.parse.map(self.examples[i])
                 for i in range(start, min(start + self.size, len(self.examples)))]
-        template = rows[0] if rows else self.parse.map(self.examples[0])
+        template = rows[0] if rows else self.parse.map(self.template_source[0])
         # Padding rows: no hits and weight 0, so they are valid input that counts for nothing.
         blank = jax.tree.map(np.zeros_like, template)
         rows += [blank] * (self.size - len(rows))
@@ -207,7 +212,7 @@ def eval_dataset(paths: Sequence[Path], spec: PipelineSpec, target_spec: targets
     n_batches = math.ceil(longest / per_process)
     examples = source[process_index::process_count]
     parse = ParseEvent(spec.max_hits, target_spec, stats, spec.n_cells)
-    return grain.MapDataset.range(n_batches).map(_EvalBatch(examples, per_process, parse))
+    return grain.MapDataset.range(n_batches).map(_EvalBatch(examples, per_process, parse, source))
 
 
 class DeviceIterator:

@@ -98,7 +98,9 @@ def _event_pixels(table: DeviceTable, cells_N, energies_N, mask_N) -> _Pixels:
         origin = jnp.stack([grid.x0 + origin_i * grid.pixel_cm, grid.y0 + origin_j * grid.pixel_cm])
     else:
         origin = jnp.array([grid.x0, grid.y0], jnp.float32)
-    inside = (ix_NxK >= 0) & (ix_NxK < w) & (iy_NxK >= 0) & (iy_NxK < h)
+    # Negative indices would wrap in the scatter (mode="drop" drops only indices past the end), so
+    # every coordinate, the layer too (-1 for a layer not in the grid), is checked here.
+    inside = (ix_NxK >= 0) & (ix_NxK < w) & (iy_NxK >= 0) & (iy_NxK < h) & (layer_NxK >= 0)
     dropped_hits = jnp.sum(mask_N & jnp.any(~inside & (weight_NxK > 0), axis=1))
     return _Pixels(iy_NxK, ix_NxK, layer_NxK, jnp.where(inside, values_NxK, 0.0),
                    origin.astype(jnp.float32), jnp.where(inside, 0.0, values_NxK).sum(), dropped_hits)

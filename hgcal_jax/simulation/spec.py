@@ -15,9 +15,10 @@ class SimulationSpec:
 
     Nuisances (what a network can learn to correct and a plain sum cannot), each a switch:
       upstream: material before layer 1 (tracker, services, thermal screen),
-        `upstream_x0 + upstream_eta_slope * (|eta| - 1.5)` radiation lengths along the track
-        (2.2 X0 at |eta| = 1.6, 4.6 X0 at 2.8): the shower energy deposited there is lost, a
-        fluctuating 1-10 % of it. Default on.
+        `upstream_x0 + upstream_eta_slope * (|eta| - 1.5)` radiation lengths at normal incidence
+        (2.2 X0 at |eta| = 1.6, 4.6 X0 at 2.8), crossed along the track, i.e. times 1/|cos theta|
+        like every absorber: the shower energy deposited there is lost, a fluctuating 1-10 % of it.
+        Default on.
       leakage: energy past the last layer of the geometry is lost. Off: the longitudinal profile is
         truncated at the last layer and renormalised (a perfectly contained shower). Default on.
       dead_fraction: fraction of cells that are dead (a fixed map drawn from `dead_seed`, the same
