@@ -31,6 +31,7 @@ from hgcal_jax import cli, optim, steps, train
 config = cli.load(sys.argv[1])
 config.data.dir, config.interpolation.cache_dir = sys.argv[2], sys.argv[3]
 n_steps = int(sys.argv[4])
+config.data.geometry = sys.argv[5]
 setup = train.Setup(config)
 tx, schedule = optim.make(config.optim, 1000)
 graphdef, state = steps.init_state(setup.build_model(), tx)
@@ -73,6 +74,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json")
     parser.add_argument("--data", help="dataset for default sizes (default: simulate 512 events)")
+    parser.add_argument("--geometry", default="", help="its geometry (default: <data>/geometry.npz)")
     parser.add_argument("--configs", help="comma-separated config[:variant] list, ';'-separated if "
                                           "variants contain commas", default=None)
     parser.add_argument("--steps", type=int, default=10)
@@ -97,7 +99,8 @@ def main():
                     f"{name},smoke" if ":" in name else f"{name}:smoke")
                 proc = subprocess.run(
                     [sys.executable, "-c", CHILD, str(REPO / "configs" / spec), str(data[size]),
-                     str(tmp / "cache"), str(args.steps)],
+                     str(tmp / "cache"), str(args.steps),
+                     args.geometry if (size == "default" and args.geometry) else ""],
                     capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
                 key = f"{name} [{size}]"
                 if proc.returncode:

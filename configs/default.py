@@ -3,7 +3,7 @@ e-/e+/photons of 10-200 GeV with nuisances, 32 x 32 x 40 shower windows, the glo
 
 Reached (test split, 4,000 events, 2,000 steps of batch 64, 12 min on 2 CPU cores; commands
 below, numbers from `scripts/evaluate.py`): energy S = 26.2 +- 0.8 %, C = 0.1 +- 2.8 % (the
-classical fitted layer-weighted sum: S = 26.0 +- 0.8 %, C = 0.73 +- 0.38 %); impact position
+classical fitted layer-weighted sum: S = 26.0 +- 0.8 %, C = 0.57 +- 0.48 %); impact position
 RMS 0.07-0.14 cm per energy bin (classical log-weighted barycentre: 0.08-0.47 cm).
 
   python scripts/make_geometry.py synthetic --config configs/default.py --out runs/demo/geometry.npz

@@ -7,7 +7,9 @@ gradients); forget-gate bias 1, LayerNorm on the sequence, AdamW with warmup.
   python scripts/train.py --config configs/rnn.py:lstm --workdir runs/lstm
   python scripts/train.py --config configs/rnn.py:gru,smoke --workdir /tmp/gru_smoke
 
-Measured result: not yet trained to completion (see README, "Configs").
+Measured (rnn.py:lstm on the default dataset, 1,000 of 2,000 steps with --config.train.stop_after=1000,
+15 min on 2 CPUs): validation sigma/E = 4.41 % (the global-z CNN: 4.22 % at the same step); test split
+S = 25.1 +- 0.9 %, C = 1.33 +- 0.23 %, impact RMS 0.10-0.19 cm. gru and rnn cells: not trained yet.
 """
 
 from pathlib import Path
