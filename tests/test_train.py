@@ -125,3 +125,12 @@ def test_one_device_equals_two_devices(data_dir, cache_dir, tmp_path):
     for key in results[1]:
         if key.startswith("arr_"):
             np.testing.assert_allclose(results[1][key], results[2][key], rtol=1e-5, atol=1e-5)
+
+
+def test_profile_writes_a_perfetto_trace(data_dir, cache_dir, tmp_path):
+    config = smoke_config(data_dir, cache_dir, train__steps=3, train__profile_start=1,
+                          train__profile_steps=1, train__histogram_every=0)
+    config.profile = True
+    train.train_and_evaluate(config, tmp_path)
+    traces = list((tmp_path / "profile").rglob("*.trace.json.gz"))
+    assert traces and traces[0].stat().st_size > 100
