@@ -11,6 +11,7 @@ benchmarks/gpu.sh has run on a GPU (it says so plainly when it has not).
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -137,7 +138,9 @@ def main():
              "by up to ~2x between runs.", "", "## CPU", ""]
     for name, result in results.items():
         if result is None:
-            lines += [f"### {name}", "", "failed in this run (see the command's output)", ""]
+            why = (f"not measured: no {name}.json in {os.path.relpath(out, REPO)}" if args.report_only
+                   else "failed in this run (see the command's output)")
+            lines += [f"### {name}", "", why + f" (`python benchmarks/{name}.py --json ...`)", ""]
         elif name == "train_step":
             lines += train_step_table(result)
         else:

@@ -83,8 +83,12 @@ def test_training_killed_at_a_random_step_resumes_to_the_same_parameters(data_di
 
     resumed = train.train_and_evaluate(smoke_config(data_dir, cache_dir, **KILL_RUN), workdir)
     assert int(resumed["state"].step) == 12
-    rows = _train_rows(workdir)[len(killed_rows):]
-    assert [r["step"] for r in rows] == list(range(last + 1, 13))  # from the last complete checkpoint
+    # metrics.jsonl holds each step once: the resumed run replaced the rows logged after the
+    # checkpoint, then ran from the last complete checkpoint on.
+    all_rows = _train_rows(workdir)
+    assert [r["step"] for r in all_rows] == list(range(1, 13))
+    rows = [r for r in all_rows if r["step"] > last]
+    assert [r["step"] for r in rows] == list(range(last + 1, 13))
     # The steps run twice (after the checkpoint, before the kill) saw the same data and state.
     redone = {r["step"]: r["train/loss"] for r in killed_rows if r["step"] > last}
     assert redone == {r["step"]: r["train/loss"] for r in rows if r["step"] in redone}
