@@ -31,6 +31,19 @@ def _kernel3(options: layers.Options, name: str) -> None:
     layers.check_ints(name, getattr(options, name), length=3)
 
 
+def _conv_stack(convs, x: jax.Array, dims: int, options, *, train: bool):
+    """Runs a plain conv stack (2D or 3D), pooling between convs when asked; returns the globally
+    pooled embedding and aux {"first_conv": the first conv's activations}."""
+    aux = {}
+    for i, conv in enumerate(convs):
+        if i > 0 and options.downsample == "pool":
+            x = layers.downsample_pool(x, dims)
+        x = conv(x, train=train)
+        if i == 0:
+            aux["first_conv"] = x
+    return layers.global_pool(x, options.pool), aux
+
+
 @dataclasses.dataclass(frozen=True)
 class GlobalZCNNOptions(layers.Options):
     channels: tuple[int, ...] = (64, 64, 128)  # one conv per entry; every one after the first halves H, W
@@ -66,14 +79,7 @@ class GlobalZCNN(layers.Regressor):
 
     def embed(self, x_BxHxWxL: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         x = layers.with_coords(x_BxHxWxL, 2) if self.options.coords else x_BxHxWxL
-        aux = {}
-        for i, conv in enumerate(self.convs):
-            if i > 0 and self.options.downsample == "pool":
-                x = layers.downsample_pool(x, 2)
-            x = conv(x, train=train)
-            if i == 0:
-                aux["first_conv"] = x
-        return layers.global_pool(x, self.options.pool), aux
+        return _conv_stack(self.convs, x, 2, self.options, train=train)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,14 +118,7 @@ class Local3DCNN(layers.Regressor):
     def embed(self, x_BxHxWxL: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         x = x_BxHxWxL[..., None]
         x = layers.with_coords(x, 3) if self.options.coords else x
-        aux = {}
-        for i, conv in enumerate(self.convs):
-            if i > 0 and self.options.downsample == "pool":
-                x = layers.downsample_pool(x, 3)
-            x = conv(x, train=train)
-            if i == 0:
-                aux["first_conv"] = x
-        return layers.global_pool(x, self.options.pool), aux
+        return _conv_stack(self.convs, x, 3, self.options, train=train)
 
 
 @dataclasses.dataclass(frozen=True)
