@@ -25,3 +25,17 @@ def tiny_geometry():
     return synthetic.build(
         synthetic.SyntheticSpec(layers=(1, 2, 29), phi_min_deg=0.0, phi_max_deg=30.0)
     )
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """The smoke config's simulated dataset (96 events), once per test module."""
+    from tests.train_helpers import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("smoke_data"))
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """A per-module interpolation-table cache."""
+    return tmp_path_factory.mktemp("cache")

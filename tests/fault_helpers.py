@@ -13,21 +13,12 @@ import pytest
 
 from hgcal_jax import targets
 from hgcal_jax.data import pipeline, shards
-from tests.train_helpers import REPO, make_dataset
+from tests.train_helpers import REPO
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 SHARD = "train-00000-of-00002.arrayrecord"  # events 0-31 of the smoke dataset
 TARGETS = targets.TargetSpec(names=("energy", "impact_x", "impact_y"))
 
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("smoke_data"))
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
 
 
 def leaves(state) -> list[np.ndarray]:

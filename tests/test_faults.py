@@ -20,14 +20,12 @@ from hgcal_jax.data import pipeline, records, shards
 from hgcal_jax.geometry import io as geometry_io
 from hgcal_jax.geometry import synthetic
 from hgcal_jax.interpolation import table as table_lib
-from tests.fault_helpers import (  # noqa: F401 (cache_dir, data_dir: pytest fixtures)
+from tests.fault_helpers import (
     ENV,
     SHARD,
     TARGETS,
     _committed,
     _data_end,
-    cache_dir,
-    data_dir,
     edited_dataset,
     leaves,
     train_batches,

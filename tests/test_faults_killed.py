@@ -19,13 +19,11 @@ from hgcal_jax import cli, train
 from hgcal_jax.data import shards, streaming
 from hgcal_jax.simulation import simulator
 from hgcal_jax.simulation.spec import SimulationSpec
-from tests.fault_helpers import (  # noqa: F401 (cache_dir, data_dir: pytest fixtures)
+from tests.fault_helpers import (
     ENV,
     _committed,
     _sigkill,
     _wait_for,
-    cache_dir,
-    data_dir,
     leaves,
 )
 from tests.train_helpers import REPO, smoke_config

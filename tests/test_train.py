@@ -12,17 +12,7 @@ import numpy as np
 import pytest
 
 from hgcal_jax import train
-from tests.train_helpers import REPO, make_dataset, smoke_config
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("smoke_data"))
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
+from tests.train_helpers import REPO, smoke_config
 
 
 def leaves(state):
