@@ -23,6 +23,9 @@ from hgcal_jax.geometry import io
 
 ENERGY_BINS = (10.0, 14.0, 20.0, 28.0, 40.0, 56.0, 80.0, 113.0, 160.0, 200.0)
 ENDCAPS = {"all": None, "+z": 1, "-z": -1}
+# |eta| bins of the paired comparison: the upstream material (the main nuisance) grows with |eta|.
+ETA_BINS = (1.6, 2.0, 2.4, 2.8)
+COARSE_ENERGY_BINS = (10.0, 28.0, 80.0, 200.0)
 P_VALUE_LIMIT = 0.01  # the endcaps agree unless their chi2 is this unlikely
 
 
@@ -115,6 +118,83 @@ def evaluate(estimates: dict[str, dict[str, np.ndarray]], truth: dict[str, np.nd
     return out
 
 
+def _paired_resolutions(est_a, est_b, truth, bins, min_events: int):
+    """Per-bin Gaussian-core resolutions of two estimators on the same events."""
+    rows_a, rows_b = energy_table(est_a, truth, bins, min_events), energy_table(est_b, truth, bins, min_events)
+    common = sorted({r["e_lo"] for r in rows_a} & {r["e_lo"] for r in rows_b})
+    pick = lambda rows: [r for r in rows if r["e_lo"] in common]  # noqa: E731
+    return pick(rows_a), pick(rows_b)
+
+
+def compare(estimates: dict[str, dict[str, np.ndarray]], truth: dict[str, np.ndarray],
+            reference: str = "classical", resamples: int = 200, bins=ENERGY_BINS,
+            min_events: int = 20, seed: int = 0) -> dict:
+    """Paired comparison of each estimator's energy resolution with `reference`'s.
+
+    Both are measured on the same events, so their statistical errors are strongly correlated and
+    comparing S +- error with S +- error understates a real difference. This bootstraps the events
+    (the same resample for both estimators, within each energy bin) and returns, per estimator:
+    the per-bin ratio sigma/E(estimator) / sigma/E(reference), their geometric mean over bins, and
+    the difference of the fitted S and C, each with its bootstrap error, and `better`: whether the
+    mean ratio is below 1 by more than twice its error.
+    """
+    rng = np.random.default_rng(seed)
+    e_true = np.asarray(truth["energy"], np.float64)
+    in_bin = [np.flatnonzero((e_true >= lo) & (e_true < hi)) for lo, hi in zip(bins[:-1], bins[1:], strict=True)]
+    draws = [[rng.choice(idx, len(idx)) for idx in in_bin] for _ in range(resamples)]
+    out = {"reference": reference, "resamples": resamples, "estimators": {}}
+    ref = estimates[reference]["energy"]
+    for name, est in estimates.items():
+        if name == reference or "energy" not in est:
+            continue
+
+        def summary(index):
+            rows_a, rows_b = _paired_resolutions(est["energy"][index], ref[index], e_true[index], bins,
+                                                 min_events)
+            ratio = np.array([a["resolution"] / b["resolution"] for a, b in zip(rows_a, rows_b, strict=True)])
+            fit_a, fit_b = fit_table(rows_a), fit_table(rows_b)
+            delta = ((fit_a["stochastic"] - fit_b["stochastic"], fit_a["constant"] - fit_b["constant"])
+                     if fit_a and fit_b else (np.nan, np.nan))
+            return [r["e_lo"] for r in rows_a], ratio, delta
+
+        e_lo, ratio, (d_s, d_c) = summary(np.arange(len(e_true)))
+        boot_ratio, boot_mean, boot_ds, boot_dc = [], [], [], []
+        for draw in draws:
+            lo_b, r_b, (ds_b, dc_b) = summary(np.concatenate(draw))
+            if lo_b != e_lo:  # a bin fell below min_events in this resample: skip it
+                continue
+            boot_ratio.append(r_b)
+            boot_mean.append(np.exp(np.mean(np.log(r_b))))
+            boot_ds.append(ds_b)
+            boot_dc.append(dc_b)
+        ratio_err = np.std(boot_ratio, axis=0) if boot_ratio else np.full(len(ratio), np.nan)
+        mean_ratio = float(np.exp(np.mean(np.log(ratio)))) if len(ratio) else float("nan")
+        mean_err = float(np.std(boot_mean)) if boot_mean else float("nan")
+        out["estimators"][name] = {
+            "bins": [{"e_lo": lo, "ratio": float(r), "ratio_err": float(e)}
+                     for lo, r, e in zip(e_lo, ratio, ratio_err, strict=True)],
+            "mean_ratio": mean_ratio, "mean_ratio_err": mean_err,
+            "delta_stochastic": float(d_s), "delta_stochastic_err": float(np.nanstd(boot_ds)) if boot_ds else float("nan"),
+            "delta_constant": float(d_c), "delta_constant_err": float(np.nanstd(boot_dc)) if boot_dc else float("nan"),
+            "better": bool(np.isfinite(mean_err) and mean_ratio + 2 * mean_err < 1.0),
+        }
+    return out
+
+
+def comparison(estimates: dict[str, dict[str, np.ndarray]], truth: dict[str, np.ndarray],
+               reference: str = "classical", resamples: int = 200, eta_bins=ETA_BINS) -> dict:
+    """`compare` on all events, and per |eta| bin (with coarser energy bins, for statistics)."""
+    out = {"all": compare(estimates, truth, reference, resamples), "by_abs_eta": []}
+    abs_eta = np.abs(np.asarray(truth["eta"], np.float64))
+    for lo, hi in zip(eta_bins[:-1], eta_bins[1:], strict=True):
+        sel = (abs_eta >= lo) & (abs_eta < hi)
+        sub_truth = {k: np.asarray(v)[sel] for k, v in truth.items()}
+        sub_est = {n: {k: np.asarray(v)[sel] for k, v in e.items()} for n, e in estimates.items()}
+        out["by_abs_eta"].append({"eta_lo": lo, "eta_hi": hi, "n": int(sel.sum()),
+                                  **compare(sub_est, sub_truth, reference, resamples, COARSE_ENERGY_BINS)})
+    return out
+
+
 def endcap_check(per_endcap: dict) -> dict:
     """Pulls (+z minus -z over the combined error) of resolutions and position RMS per bin."""
     pulls = []
@@ -165,6 +245,8 @@ def run(workdir: str | Path, split: str = "test", out_dir: str | Path | None = N
     estimates = {"model": {k: np.asarray(v, np.float64) for k, v in out["pred"].items()},
                  "classical": classical}
     numbers = evaluate(estimates, truth)
+    if "eta" in truth:
+        numbers["comparison"] = comparison(estimates, truth)
     meta = {"workdir": str(workdir), "split": split, "step": int(step), "events": len(rows),
             "model": setup.config.model.name, "reference_layer": ref_layer, "w0": fitted.w0,
             "layer_weights": fitted.layer_weights.tolist()}

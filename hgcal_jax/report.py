@@ -145,6 +145,43 @@ def _fit_cell(fit):
     return f"S = {100 * fit['stochastic']:.1f} ± {100 * fit['stochastic_err']:.1f} %, {constant}"
 
 
+def _ratio_cell(c: dict) -> str:
+    return f"{c['mean_ratio']:.3f} ± {c['mean_ratio_err']:.3f}"
+
+
+def _comparison_lines(comp: dict | None) -> list[str]:
+    """The paired (same-event) comparison with the reference: resolution ratios with errors."""
+    if not comp or not comp["all"]["estimators"]:
+        return []
+    ref = comp["all"]["reference"]
+    lines = ["", f"## Energy resolution relative to `{ref}` (same events, paired bootstrap of "
+             f"{comp['all']['resamples']} resamples)", "",
+             "Ratio of Gaussian-core σ/E to the reference's, geometric mean over energy bins (< 1: "
+             "better); ΔS, ΔC: differences of the fitted terms. *better* = ratio below 1 by more "
+             "than 2 errors.", "",
+             "| estimator | σ/E ratio | ΔS (%) | ΔC (%) | better |", "| --- | --- | --- | --- | --- |"]
+    for name, c in comp["all"]["estimators"].items():
+        lines.append(f"| {name} | {_ratio_cell(c)} | {100 * c['delta_stochastic']:+.1f} ± "
+                     f"{100 * c['delta_stochastic_err']:.1f} | {100 * c['delta_constant']:+.2f} ± "
+                     f"{100 * c['delta_constant_err']:.2f} | {'yes' if c['better'] else 'no'} |")
+    names = list(comp["all"]["estimators"])
+    lines += ["", "Per energy bin:", "", "| E bin [GeV] | " + " | ".join(names) + " |",
+              "| --- | " + " | ".join("---" for _ in names) + " |"]
+    per_bin = {n: {r["e_lo"]: r for r in comp["all"]["estimators"][n]["bins"]} for n in names}
+    for lo in sorted(set().union(*[set(b) for b in per_bin.values()])):
+        cells = [f"{per_bin[n][lo]['ratio']:.3f} ± {per_bin[n][lo]['ratio_err']:.3f}" if lo in per_bin[n]
+                 else "" for n in names]
+        lines.append(f"| {lo:.0f}- | " + " | ".join(cells) + " |")
+    if comp.get("by_abs_eta"):
+        lines += ["", "Per |η| bin (upstream material grows with |η|; energy bins 10-28-80-200 GeV):", "",
+                  "| abs(η) | events | " + " | ".join(names) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in names) + " |"]
+        for row in comp["by_abs_eta"]:
+            cells = [_ratio_cell(row["estimators"][n]) if n in row["estimators"] else "" for n in names]
+            lines.append(f"| {row['eta_lo']:.1f}-{row['eta_hi']:.1f} | {row['n']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(result: dict, meta: dict, images: list[Path]) -> str:
     est = result["estimators"]
     lines = [f"# Evaluation report: {meta.get('workdir', '')}", "",
@@ -183,6 +220,7 @@ def markdown(result: dict, meta: dict, images: list[Path]) -> str:
                  for n in pos_names]
         first = next(by_bin[n][lo] for n in pos_names if lo in by_bin[n])
         lines.append(f"| {first['e_lo']:.0f}-{first['e_hi']:.0f} | " + " | ".join(cells) + " |")
+    lines += _comparison_lines(result.get("comparison"))
     lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in images]
     return "\n".join(lines) + "\n"
 

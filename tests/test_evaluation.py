@@ -48,6 +48,25 @@ def test_gaussian_core_ignores_tails():
     assert core.mean == pytest.approx(1.0, abs=0.002)
 
 
+def test_paired_comparison_finds_a_better_estimator_and_not_an_equal_one():
+    rng = np.random.default_rng(5)
+    good, truth = synthetic_predictions(rng, n=8000, s=0.20, c=0.005)
+    # The reference shares the good estimator's fluctuation (same events, as a network and the
+    # calibrated sum do) plus an independent part: 25 % worse in every bin.
+    extra = np.sqrt(1.25**2 - 1) * np.sqrt(0.20**2 / truth["energy"] + 0.005**2)
+    worse = good["energy"] + truth["energy"] * extra * rng.standard_normal(len(truth["energy"]))
+    out = evaluation.compare({"good": {"energy": good["energy"]}, "ref": {"energy": worse},
+                              "same": {"energy": worse.copy()}}, truth, reference="ref", resamples=40)
+    good_vs_ref = out["estimators"]["good"]
+    assert good_vs_ref["better"]
+    assert good_vs_ref["mean_ratio"] == pytest.approx(0.8, abs=max(3 * good_vs_ref["mean_ratio_err"], 0.02))
+    assert good_vs_ref["delta_stochastic"] < 0
+    same = out["estimators"]["same"]
+    assert same["mean_ratio"] == pytest.approx(1.0) and same["mean_ratio_err"] == pytest.approx(0.0, abs=1e-12)
+    assert not same["better"]
+    assert len(good_vs_ref["bins"]) == len(evaluation.ENERGY_BINS) - 1
+
+
 def test_calibrated_sum_recovers_known_layer_weights():
     rng = np.random.default_rng(3)
     true_weights = np.array([0.0065, 0.01, 0.0115, 0.0145, 0.025])
@@ -90,18 +109,22 @@ def test_endcap_check_flags_a_biased_endcap():
 
 def test_report_files_and_plots(tmp_path):
     est, truth = synthetic_predictions(np.random.default_rng(7), n=6000)
+    truth["eta"] = np.random.default_rng(9).uniform(1.6, 2.8, 6000)
     classical = {"energy": truth["energy"] * (1 + 0.05 * np.random.default_rng(8).standard_normal(6000)),
                  "impact_x": est["impact_x"] + 0.2, "impact_y": est["impact_y"]}
     estimates = {"model": est, "classical": classical}
     numbers = evaluation.evaluate(estimates, truth)
+    numbers["comparison"] = evaluation.comparison(estimates, truth, resamples=20)
     paths = report.write(numbers, {"truth": truth, "estimates": estimates,
                                    "event_id": np.arange(6000)}, {"split": "test", "step": 1}, tmp_path)
     doc = json.loads(paths["json"].read_text())
     assert set(doc["estimators"]) == {"model", "classical"}
     for endcap in ("all", "+z", "-z"):
         assert doc["estimators"]["model"][endcap]["fit"]["stochastic"] > 0
+    assert [row["eta_lo"] for row in doc["comparison"]["by_abs_eta"]] == list(evaluation.ETA_BINS[:-1])
     text = paths["md"].read_text()
     assert "S = " in text and "![resolution](resolution.png)" in text
+    assert "relative to `classical`" in text and "Per |η| bin" in text
     for name in ("response", "resolution", "endcaps", "position", "angles", "residuals",
                  "pred_vs_truth"):
         with Image.open(tmp_path / f"{name}.png") as image:
