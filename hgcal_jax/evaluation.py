@@ -118,12 +118,22 @@ def evaluate(estimates: dict[str, dict[str, np.ndarray]], truth: dict[str, np.nd
     return out
 
 
-def _paired_resolutions(est_a, est_b, truth, bins, min_events: int):
-    """Per-bin Gaussian-core resolutions of two estimators on the same events."""
-    rows_a, rows_b = energy_table(est_a, truth, bins, min_events), energy_table(est_b, truth, bins, min_events)
-    common = sorted({r["e_lo"] for r in rows_a} & {r["e_lo"] for r in rows_b})
-    pick = lambda rows: [r for r in rows if r["e_lo"] in common]  # noqa: E731
-    return pick(rows_a), pick(rows_b)
+def _paired_summary(est, ref, e_true, bins, min_events: int):
+    """(bin lower edges, per-bin resolution ratio est/ref, (dS, dC)) on one set of events."""
+    rows_a = energy_table(est, e_true, bins, min_events)
+    rows_b = energy_table(ref, e_true, bins, min_events)
+    common = {r["e_lo"] for r in rows_a} & {r["e_lo"] for r in rows_b}
+    rows_a = [r for r in rows_a if r["e_lo"] in common]
+    rows_b = [r for r in rows_b if r["e_lo"] in common]
+    ratio = np.array([a["resolution"] / b["resolution"] for a, b in zip(rows_a, rows_b, strict=True)])
+    fit_a, fit_b = fit_table(rows_a), fit_table(rows_b)
+    delta = ((fit_a["stochastic"] - fit_b["stochastic"], fit_a["constant"] - fit_b["constant"])
+             if fit_a and fit_b else (np.nan, np.nan))
+    return [r["e_lo"] for r in rows_a], ratio, delta
+
+
+def _std(values) -> float:
+    return float(np.nanstd(values)) if len(values) else float("nan")
 
 
 def compare(estimates: dict[str, dict[str, np.ndarray]], truth: dict[str, np.ndarray],
@@ -131,8 +141,8 @@ def compare(estimates: dict[str, dict[str, np.ndarray]], truth: dict[str, np.nda
             min_events: int = 20, seed: int = 0) -> dict:
     """Paired comparison of each estimator's energy resolution with `reference`'s.
 
-    Both are measured on the same events, so their statistical errors are strongly correlated and
-    comparing S +- error with S +- error understates a real difference. This bootstraps the events
+    Both are measured on the same events, so their statistical errors are correlated and
+    comparing S +- error with S +- error misjudges a real difference. This bootstraps the events
     (the same resample for both estimators, within each energy bin) and returns, per estimator:
     the per-bin ratio sigma/E(estimator) / sigma/E(reference), their geometric mean over bins, and
     the difference of the fitted S and C, each with its bootstrap error, and `better`: whether the
@@ -140,28 +150,20 @@ def compare(estimates: dict[str, dict[str, np.ndarray]], truth: dict[str, np.nda
     """
     rng = np.random.default_rng(seed)
     e_true = np.asarray(truth["energy"], np.float64)
-    in_bin = [np.flatnonzero((e_true >= lo) & (e_true < hi)) for lo, hi in zip(bins[:-1], bins[1:], strict=True)]
-    draws = [[rng.choice(idx, len(idx)) for idx in in_bin] for _ in range(resamples)]
+    edges = list(zip(bins[:-1], bins[1:], strict=True))
+    in_bin = [np.flatnonzero((e_true >= lo) & (e_true < hi)) for lo, hi in edges]
+    draws = [np.concatenate([rng.choice(idx, len(idx)) for idx in in_bin]) for _ in range(resamples)]
     out = {"reference": reference, "resamples": resamples, "estimators": {}}
     ref = estimates[reference]["energy"]
     for name, est in estimates.items():
         if name == reference or "energy" not in est:
             continue
-
-        def summary(index):
-            rows_a, rows_b = _paired_resolutions(est["energy"][index], ref[index], e_true[index], bins,
-                                                 min_events)
-            ratio = np.array([a["resolution"] / b["resolution"] for a, b in zip(rows_a, rows_b, strict=True)])
-            fit_a, fit_b = fit_table(rows_a), fit_table(rows_b)
-            delta = ((fit_a["stochastic"] - fit_b["stochastic"], fit_a["constant"] - fit_b["constant"])
-                     if fit_a and fit_b else (np.nan, np.nan))
-            return [r["e_lo"] for r in rows_a], ratio, delta
-
-        e_lo, ratio, (d_s, d_c) = summary(np.arange(len(e_true)))
+        e_lo, ratio, (d_s, d_c) = _paired_summary(est["energy"], ref, e_true, bins, min_events)
         boot_ratio, boot_mean, boot_ds, boot_dc = [], [], [], []
         for draw in draws:
-            lo_b, r_b, (ds_b, dc_b) = summary(np.concatenate(draw))
-            if lo_b != e_lo:  # a bin fell below min_events in this resample: skip it
+            lo_b, r_b, (ds_b, dc_b) = _paired_summary(est["energy"][draw], ref[draw], e_true[draw], bins,
+                                                      min_events)
+            if lo_b != e_lo:  # a bin fell below min_events in this resample: skip the resample
                 continue
             boot_ratio.append(r_b)
             boot_mean.append(np.exp(np.mean(np.log(r_b))))
@@ -169,13 +171,13 @@ def compare(estimates: dict[str, dict[str, np.ndarray]], truth: dict[str, np.nda
             boot_dc.append(dc_b)
         ratio_err = np.std(boot_ratio, axis=0) if boot_ratio else np.full(len(ratio), np.nan)
         mean_ratio = float(np.exp(np.mean(np.log(ratio)))) if len(ratio) else float("nan")
-        mean_err = float(np.std(boot_mean)) if boot_mean else float("nan")
+        mean_err = _std(boot_mean)
         out["estimators"][name] = {
             "bins": [{"e_lo": lo, "ratio": float(r), "ratio_err": float(e)}
                      for lo, r, e in zip(e_lo, ratio, ratio_err, strict=True)],
             "mean_ratio": mean_ratio, "mean_ratio_err": mean_err,
-            "delta_stochastic": float(d_s), "delta_stochastic_err": float(np.nanstd(boot_ds)) if boot_ds else float("nan"),
-            "delta_constant": float(d_c), "delta_constant_err": float(np.nanstd(boot_dc)) if boot_dc else float("nan"),
+            "delta_stochastic": float(d_s), "delta_stochastic_err": _std(boot_ds),
+            "delta_constant": float(d_c), "delta_constant_err": _std(boot_dc),
             "better": bool(np.isfinite(mean_err) and mean_ratio + 2 * mean_err < 1.0),
         }
     return out

@@ -178,7 +178,8 @@ def _comparison_lines(comp: dict | None) -> list[str]:
                   "| --- | --- | " + " | ".join("---" for _ in names) + " |"]
         for row in comp["by_abs_eta"]:
             cells = [_ratio_cell(row["estimators"][n]) if n in row["estimators"] else "" for n in names]
-            lines.append(f"| {row['eta_lo']:.1f}-{row['eta_hi']:.1f} | {row['n']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {row['eta_lo']:.1f}-{row['eta_hi']:.1f} | {row['n']} | "
+                         + " | ".join(cells) + " |")
     return lines
 
 
