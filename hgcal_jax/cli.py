@@ -9,6 +9,7 @@ the traceback that ml_collections raises from inside absl's flag parser.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import sys
 from pathlib import Path
@@ -58,9 +59,33 @@ def _parse_flags(argv: list[str]) -> list[str]:
         raise ConfigError(f"{head}: {lines[-1]}" if len(lines) > 1 else str(e)) from None
 
 
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad input (a missing or mismatched file), not a bug in this code."""
+    from hgcal_jax import checkpoint
+    from hgcal_jax.data import records, shards
+    from hgcal_jax.geometry import io
+    from hgcal_jax.interpolation import table
+
+    return (io.GeometryFileError, shards.DatasetError, records.RecordError,
+            checkpoint.CheckpointMismatchError, table.TableMismatchError, FileNotFoundError)
+
+
 def run(main) -> None:
-    """`absl.app.run(main)` with config-aware flag errors."""
-    app.run(main, flags_parser=_parse_flags)
+    """`absl.app.run(main)` with config-aware flag errors, and bad input (a missing geometry,
+    a dataset that does not match) reported as one `error:` line with exit status 1; set
+    HGCAL_JAX_TRACEBACK=1 to get the traceback instead."""
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except _input_errors() as e:
+            if os.environ.get("HGCAL_JAX_TRACEBACK"):
+                raise
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            print(f"error: {message} (HGCAL_JAX_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+            sys.exit(1)
+
+    app.run(guarded, flags_parser=_parse_flags)
 
 
 def load(spec: str) -> ml_collections.ConfigDict:

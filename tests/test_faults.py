@@ -233,6 +233,22 @@ def test_bad_config_is_a_one_line_error(tmp_path, args, message):
     assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("missing", ["dataset", "geometry"])
+def test_missing_input_is_a_one_line_error(missing, data_dir, tmp_path):
+    nowhere = tmp_path / "nowhere"
+    data, geometry = (nowhere, data_dir / "geometry.npz") if missing == "dataset" else \
+        (data_dir, nowhere / "geometry.npz")
+    proc = subprocess.run([sys.executable, "scripts/train.py", "--config", "configs/default.py:smoke",
+                           f"--config.data.dir={data}", f"--config.data.geometry={geometry}",
+                           "--workdir", str(tmp_path / "run")],
+                          capture_output=True, text=True, cwd=REPO, env=ENV, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    named = str(nowhere if missing == "dataset" else geometry)
+    assert len(lines) == 1 and named in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
 def test_workdir_of_another_model_is_refused_naming_the_keys(data_dir, cache_dir, tmp_path):
     train.train_and_evaluate(smoke_config(data_dir, cache_dir, train__steps=1, train__histogram_every=0),
                              tmp_path)
