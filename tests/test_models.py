@@ -252,3 +252,36 @@ def test_wrong_input_shapes_are_rejected():
         model(image, features[:, :2], train=False)
     with pytest.raises(ValueError, match="image"):
         model(image[..., :4], features, train=False)
+
+
+@pytest.mark.parametrize("shape, kernel, strides", [
+    ((2, 8, 8, 10, 3), (3, 3, 3), (1, 1, 1)),
+    ((2, 8, 8, 10, 3), (3, 3, 3), (2, 2, 2)),
+    ((2, 7, 9, 5, 2), (3, 3, 5), (2, 2, 2)),  # odd sizes, a deep kernel, depth < kernel
+    ((1, 6, 6, 9, 4), (1, 1, 3), (1, 1, 2)),
+])
+def test_depth_unfolded_conv3d_equals_the_native_one(shape, kernel, strides):
+    kx, kk = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(kx, shape)
+    k = jax.random.normal(kk, (*kernel, shape[-1], 5))
+
+    def native(x, k):
+        return jax.lax.conv_general_dilated(x, k, strides, "SAME",
+                                            dimension_numbers=("NHWDC", "HWDIO", "NHWDC"))
+
+    def loss(conv):
+        return lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
+
+    unfolded = functools.partial(models.layers.conv3d_depth_unfold, strides=strides)
+    np.testing.assert_allclose(unfolded(x, k), native(x, k), rtol=1e-5, atol=1e-5)
+    grads = [jax.grad(loss(conv), argnums=(0, 1))(x, k) for conv in (unfolded, native)]
+    for a, b in zip(*grads, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["cnn_local3d", "cnn_inception"])
+def test_3d_models_give_the_same_outputs_with_either_conv3d(name):
+    image, features = batch()
+    outs = [make(name, n_features=3, conv3d=impl)(image, features, train=False)[0]
+            for impl in ("native", "unfold")]
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-4, atol=1e-5)
