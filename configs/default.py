@@ -70,6 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     data.test_events = 4000
     data.events_per_shard = 1000
     data.workers = 0  # simulation worker processes; 0 = half the cores
+    data.simulation_seed = -1  # seed of the simulated events; -1 = config.seed (also the training seed)
     data.geometry = ""  # default: <data.dir>/geometry.npz
     data.batch_size = 64  # global batch, split over devices and hosts
     data.max_hits = 1024  # hits per event fed to the model (lowest energies cut, counted)
@@ -135,6 +136,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         train.eval_every = 2
         train.checkpoint_every = 2
         train.histogram_every = 2
+    elif arg == "long":
+        data.dir = "runs/long/data"
+        data.simulation_seed = 1
+        data.train_events, data.val_events, data.test_events = 100000, 5000, 20000
+        train.steps = 4000
     elif arg not in (None, ""):
-        raise ValueError(f"configs/default.py: unknown variant {arg!r} (known: smoke)")
+        raise ValueError(f"configs/default.py: unknown variant {arg!r} (known: smoke, long)")
     return config

@@ -38,7 +38,8 @@ def main(argv):
     meta = simulator.simulate_dataset(
         geometry_path, SimulationSpec.from_config(config.simulation), data.dir,
         {"train": data.train_events, "val": data.val_events, "test": data.test_events},
-        data.events_per_shard, config.seed, workers=workers)
+        data.events_per_shard, config.seed if data.simulation_seed < 0 else data.simulation_seed,
+        workers=workers)
     for split, info in meta["splits"].items():
         mb = sum(s["bytes"] for s in info["shards"]) / 1e6
         print(f"{split:>5}: {info['events']:>7,} events in {len(info['shards'])} shards, {mb:.1f} MB")

@@ -21,6 +21,14 @@ def test_every_config_builds(path, variant):
     assert (path.read_text().lstrip().startswith('"""')), f"{path.name} lacks a docstring"
 
 
+def test_long_variant_is_the_default_job_with_more_data_and_steps():
+    default, long = (cli.load(f"{REPO / 'configs' / 'default.py'}{v}") for v in ("", ":long"))
+    assert long.data.train_events == 5 * default.data.train_events
+    assert long.train.steps == 2 * default.train.steps
+    assert long.data.dir != default.data.dir and long.data.simulation_seed != default.seed
+    assert long.model == default.model and long.optim == default.optim and long.seed == default.seed
+
+
 def test_unknown_variant_is_an_error():
     with pytest.raises(ValueError, match="unknown variant 'smok'"):
         cli.load(f"{REPO / 'configs' / 'default.py'}:smok")
