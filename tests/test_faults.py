@@ -206,7 +206,11 @@ def test_zero_hit_events_and_10x_max_hits_train_finite_and_count_truncation(data
                            stats=setup.stats)
     assert float(inputs.raw_energy[0]) == pytest.approx(1e-6) and not np.asarray(inputs.image).any()
     assert np.isfinite(np.asarray(inputs.features)).all() and np.isfinite(np.asarray(inputs.targets)).all()
-    # 8 steps of 8 are one epoch: every event, the two empty ones included, is trained on once.
+    # 8 steps of 8 are one epoch: every event, the two empty ones included, is trained on once,
+    # here in two runs (stop after 4, resume): the truncation count carries over the restart.
+    config.train.stop_after = 4
+    train.train_and_evaluate(config, tmp_path / "run")
+    config.train.stop_after = 0
     result = train.train_and_evaluate(config, tmp_path / "run")
     assert int(result["state"].step) == 8
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

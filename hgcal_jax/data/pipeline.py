@@ -219,8 +219,8 @@ class DeviceIterator:
     """Host batches -> globally sharded device batches, one in flight; checkpointable.
 
     `wait_s` accumulates the time the consumer spent blocked on input (for input_bound_fraction);
-    `truncated` counts the hits dropped by the max_hits cut in the batches returned so far by
-    this iterator (since it was created: a resumed run counts from its restart).
+    `truncated` counts the hits dropped by the max_hits cut in the batches returned so far; it is
+    part of the checkpointed state, so a resumed run goes on counting from where it stopped.
     """
 
     def __init__(self, host: Iterator[dict], sharding: jax.sharding.Sharding, prefetch: int = 1,
@@ -272,11 +272,15 @@ class DeviceIterator:
         if not self._checkpointable:
             raise TypeError("the host iterator is not checkpointable")
         state = self._queue[0][0] if self._queue else self._host.get_state()
-        return json.dumps(state).encode()
+        return json.dumps({"host": state, "truncated": self.truncated}).encode()
 
     def set_state(self, state: bytes) -> None:
         self._queue.clear()
-        self._host.set_state(json.loads(state))
+        saved = json.loads(state)
+        if isinstance(saved, dict) and set(saved) == {"host", "truncated"}:
+            self.truncated = int(saved["truncated"])
+            saved = saved["host"]
+        self._host.set_state(saved)  # else a checkpoint from before the count was saved
 
     def start_prefetch(self) -> None:
         """Called by Grain's checkpoint handler after a restore; batches are fetched on demand."""
