@@ -123,17 +123,20 @@ def train_step(state: TrainState, batch: dict, table, cell_weight, root_key, *, 
 
 
 def eval_step(state: TrainState, batch: dict, table, cell_weight, *, graphdef, target_spec,
-              stats) -> dict:
-    """Per-example predictions and truth in physical units (+z frame), with the batch weights."""
+              stats, loss_weights: tuple[float, ...] | None = None) -> dict:
+    """Per-example predictions and truth in physical units (+z frame), with the batch weights;
+    "loss" is the per-example training loss (the same per-target weights as `train_step`)."""
     inputs = prepare(table, cell_weight, batch, target_spec=target_spec, stats=stats)
     model = nnx.merge(graphdef, state.params, state.rest, copy=True)
     pred, _ = model(inputs.image, inputs.features, train=False)
     decoded = target_spec.decode(pred, stats, centre=inputs.centre, raw_energy=inputs.raw_energy, xp=jnp)
     per_target = jnp.square(pred - inputs.targets)
+    weights = jnp.asarray(loss_weights if loss_weights is not None else (1.0,) * per_target.shape[1],
+                          jnp.float32)
     return {
         "pred": decoded,
         "truth": batch["truth"],  # every truth field, +z frame
-        "loss": per_target @ jnp.ones(per_target.shape[1]) / per_target.shape[1],
+        "loss": per_target @ weights / jnp.sum(weights),
         "raw_energy": inputs.raw_energy,
         "zside": batch["zside"],
         "weight": batch["weight"],

@@ -175,13 +175,13 @@ def evaluate(setup: Setup, eval_fn, state, paths=None) -> dict:
 def jit_steps(setup: Setup, graphdef, tx, schedule):
     """The train step (state donated, batch on the data axis, the rest replicated) and eval step,
     each compiled once per run; with tx None only the eval step (the train step is None)."""
-    static = dict(graphdef=graphdef, target_spec=setup.target_spec, stats=setup.stats)
+    static = dict(graphdef=graphdef, target_spec=setup.target_spec, stats=setup.stats,
+                  loss_weights=setup.loss_weights)
     eval_fn = jax.jit(functools.partial(steps.eval_step, **static), out_shardings=setup.repl)
     if tx is None:
         return None, eval_fn
     train_fn = jax.jit(
-        functools.partial(steps.train_step, tx=tx, schedule=schedule, loss_weights=setup.loss_weights,
-                          **static),
+        functools.partial(steps.train_step, tx=tx, schedule=schedule, **static),
         in_shardings=(setup.repl, setup.batch_sharding, setup.repl, setup.repl, setup.repl),
         out_shardings=(setup.repl, setup.repl), donate_argnums=0)
     return train_fn, eval_fn

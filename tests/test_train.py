@@ -51,6 +51,24 @@ def test_steps_lower_the_loss_on_a_fixed_batch_and_compile_once(data_dir, cache_
     assert fn._cache_size() == 1  # one compilation for all 15 steps
 
 
+def test_eval_loss_is_the_training_loss_with_its_target_weights(data_dir, cache_dir):
+    # No BatchNorm, so training and evaluation mode compute the same function of the batch.
+    config = smoke_config(data_dir, cache_dir, model__norm="none", targets__weights="4,1,0.5")
+    setup = train.Setup(config)
+    from hgcal_jax import optim
+
+    tx, schedule = optim.make(config.optim, 100)
+    graphdef, state = train.initial_state(setup, tx)
+    train_fn, eval_fn = train.jit_steps(setup, graphdef, tx, schedule)
+    batch = next(setup.train_iterator())
+    batch.pop("event_id")
+    out = eval_fn(state, batch, setup.table, setup.cell_weight)  # before the update below
+    _, metrics = train_fn(state, batch, setup.table, setup.cell_weight, jax.random.key(0))
+    weight = np.asarray(batch["weight"])
+    eval_loss = float(np.sum(np.asarray(out["loss"]) * weight) / weight.sum())
+    assert eval_loss == pytest.approx(float(metrics["loss"]), rel=1e-5)
+
+
 def test_resume_equals_straight_run(data_dir, cache_dir, tmp_path):
     kw = dict(train__steps=20, train__checkpoint_every=10, train__eval_every=20, train__log_every=5,
               train__histogram_every=0)
