@@ -49,12 +49,15 @@ def cell_weights(geometry, energy_unit: str) -> np.ndarray:
     raise ValueError(f"unknown energy_unit {energy_unit!r} in meta.json")
 
 
-def derived_stats(paths, weight_C: np.ndarray, n_max: int = 2000) -> dict:
-    """Statistics of ln(raw calibrated sum) and of ln(E_true / raw sum), from train events."""
+def derived_stats(paths, weight_C: np.ndarray, max_hits: int, n_max: int = 2000) -> dict:
+    """Statistics of ln(raw calibrated sum) and of ln(E_true / raw sum), from train events.
+
+    The raw sum is over the hits the model gets (the max_hits cut applied, as in the step)."""
     raw, true = [], []
     # n_cells: a cell beyond the geometry is a RecordError naming the record, not an IndexError.
     for event in shards.iter_events(paths, n_cells=len(weight_C)):
-        raw.append(max(float(np.sum(event.energies * weight_C[event.cells])), 1e-6))
+        keep = pipeline.kept_hits(event.energies, max_hits)
+        raw.append(max(float(np.sum(event.energies[keep] * weight_C[event.cells[keep]])), 1e-6))
         true.append(event.truth["energy"])
         if len(raw) >= n_max:
             break
@@ -87,7 +90,8 @@ class Setup:
         self.table = jax.device_put(operator.DeviceTable.from_table(table), self.repl)
         weight_C = cell_weights(self.geometry, self.meta.get("energy_unit", "GeV"))
         self.cell_weight = jax.device_put(weight_C, self.repl)
-        self.stats = {**self.meta["target_stats"], **derived_stats(self.train_paths, weight_C)}
+        self.stats = {**self.meta["target_stats"], **derived_stats(self.train_paths, weight_C,
+                                                                    config.data.max_hits)}
         t = config.targets
         self.target_spec = targets_lib.TargetSpec(names=tuple(t.names.split(",")), energy=t.energy,
                                                   position_scale=t.position_scale)

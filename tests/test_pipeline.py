@@ -150,3 +150,20 @@ def test_worker_processes_give_the_same_batches(dataset):
         assert_same(inline, batches(it, 5))
     finally:
         it.close() if hasattr(it, "close") else None
+
+
+def test_max_hits_cut_keeps_the_most_energetic_hits_and_the_stats_follow_it(dataset):
+    energies = np.array([0.5, 3.0, 0.1, 2.0, 7.0, 0.2])
+    np.testing.assert_array_equal(pipeline.kept_hits(energies, 3), [1, 3, 4])  # cell order
+    np.testing.assert_array_equal(pipeline.kept_hits(energies, 10), np.arange(6))
+    from hgcal_jax import train
+
+    directory, _ = dataset
+    paths, _ = shards.open_split(directory, "train")
+    weight = np.ones(1 + max(int(e.cells.max()) for e in shards.iter_events(paths) if len(e.cells)))
+    events = list(shards.iter_events(paths))
+    raw = [max(np.sort(e.energies)[::-1][:5].sum(), 1e-6) for e in events]
+    stats = train.derived_stats(paths, weight, max_hits=5)
+    assert stats["log_raw_energy"]["mean"] == pytest.approx(np.mean(np.log(raw)), rel=1e-6)
+    assert train.derived_stats(paths, weight, max_hits=10**6)["log_raw_energy"]["mean"] > \
+        stats["log_raw_energy"]["mean"]

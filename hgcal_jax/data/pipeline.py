@@ -63,6 +63,14 @@ class PipelineSpec:
     n_cells: int | None = None  # the geometry's size: records with a cell beyond it are refused
 
 
+def kept_hits(energies: np.ndarray, max_hits: int) -> np.ndarray:
+    """Indices (in cell order) of the hits the max_hits cut keeps: the most energetic ones, so
+    noise and shower tails go first. Shared by the parser and the training statistics."""
+    if len(energies) <= max_hits:
+        return np.arange(len(energies))
+    return np.sort(np.argpartition(-energies, max_hits - 1)[:max_hits])
+
+
 class ParseEvent(grain.transforms.Map):
     """Record bytes -> one padded, canonical example (numpy only: it runs in Grain workers)."""
 
@@ -80,8 +88,7 @@ class ParseEvent(grain.transforms.Map):
         n = len(event.cells)
         cells, energies = event.cells, event.energies
         if n > self.max_hits:
-            # Keep the most energetic hits (noise and tails go first), in cell order.
-            keep = np.sort(np.argpartition(-energies, self.max_hits - 1)[: self.max_hits])
+            keep = kept_hits(energies, self.max_hits)
             cells, energies = cells[keep], energies[keep]
         m = len(cells)
         out_cells = np.zeros(self.max_hits, np.int32)
