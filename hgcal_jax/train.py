@@ -80,8 +80,16 @@ class Setup:
         self.val_paths, _ = shards.open_split(data_dir, config.train.eval_split, geometry_hash)
         grid = interpolation.Grid.full(self.geometry, pixel_cm=config.interpolation.pixel_cm,
                                        window=config.interpolation.window)
-        table = interpolation.load_or_build(self.geometry, grid, config.interpolation.cache_dir,
-                                            progress=jax.process_index() == 0)
+        build = functools.partial(interpolation.load_or_build, self.geometry, grid,
+                                  config.interpolation.cache_dir, progress=jax.process_index() == 0)
+        if jax.process_count() > 1:
+            # Process 0 builds a missing table; the others then load it from a shared cache_dir
+            # (on host-local disks each builds its own, as before).
+            table = build() if jax.process_index() == 0 else None
+            multihost_utils.sync_global_devices("interpolation table")
+            table = table if table is not None else build()
+        else:
+            table = build()
         self.grid = grid
         self.mesh = parallel.make_mesh()
         parallel.check_batch_size(config.data.batch_size, self.mesh)
