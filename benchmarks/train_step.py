@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+CONV3D_CONFIGS = ("cnn_local3d.py", "cnn_inception.py")
 DEFAULT_CONFIGS = ["default.py", "cnn_local3d.py", "cnn_inception.py", "rnn.py:lstm", "rnn.py:gru",
                    "full_detector.py"]
 
@@ -32,6 +33,8 @@ config = cli.load(sys.argv[1])
 config.data.dir, config.interpolation.cache_dir = sys.argv[2], sys.argv[3]
 n_steps = int(sys.argv[4])
 config.data.geometry = sys.argv[5]
+if sys.argv[6]:
+    config.model.conv3d = sys.argv[6]
 setup = train.Setup(config)
 tx, schedule = optim.make(config.optim, 1000)
 graphdef, state = steps.init_state(setup.build_model(), tx)
@@ -79,6 +82,8 @@ def main():
                                           "variants contain commas", default=None)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--sizes", default="smoke,default")
+    parser.add_argument("--no-conv3d-baseline", dest="conv3d_baseline", action="store_false",
+                        help="skip the native-3D-conv baseline of the 3D models at default size")
     args = parser.parse_args()
     names = (args.configs.split(";") if args.configs and ";" in args.configs
              else args.configs.split(",") if args.configs else DEFAULT_CONFIGS)
@@ -97,18 +102,25 @@ def main():
             for size in sizes:
                 spec = name if size == "default" else (
                     f"{name},smoke" if ":" in name else f"{name}:smoke")
-                proc = subprocess.run(
-                    [sys.executable, "-c", CHILD, str(REPO / "configs" / spec), str(data[size]),
-                     str(tmp / "cache"), str(args.steps),
-                     args.geometry if (size == "default" and args.geometry) else ""],
-                    capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-                key = f"{name} [{size}]"
-                if proc.returncode:
-                    results[key] = {"error": proc.stderr.strip().splitlines()[-1][:200]}
-                else:
-                    results[key] = json.loads(proc.stdout.strip().splitlines()[-1])
-                print(key, results[key], flush=True)
+                # The 3D models unfold their 3D convs into 2D ones on CPU (models.layers.conv3d_
+                # depth_unfold); at default size the native 3D conv runs beside them as the baseline.
+                variants = [""] + (["native"] if size == "default" and name.split(":")[0] in CONV3D_CONFIGS
+                                   and args.conv3d_baseline else [])
+                for conv3d in variants:
+                    key = f"{name} [{size}{', native 3D conv' if conv3d else ''}]"
+                    results[key] = run_child(spec, data[size], tmp / "cache", args, size, conv3d)
+                    print(key, results[key], flush=True)
     common.write_json(args.json, {"steps": args.steps, "results": results, "machine": common.machine()})
+
+
+def run_child(spec: str, data: Path, cache: Path, args, size: str, conv3d: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(REPO / "configs" / spec), str(data), str(cache), str(args.steps),
+         args.geometry if (size == "default" and args.geometry) else "", conv3d],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    if proc.returncode:
+        return {"error": proc.stderr.strip().splitlines()[-1][:200]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The prepared GPU script runs end to end at --dry-run sizes on a CPU (timings are not tested)."""
+"""Benchmarks run end to end at tiny sizes on a CPU: the GPU script (--dry-run), run_all, train_step
+(timings are not tested)."""
 
 import json
 import subprocess
@@ -28,3 +29,13 @@ def test_run_all_writes_the_report(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = (tmp_path / "performance.md").read_text()
     assert "| synthetic_build_s |" in text and "has **not** run on a GPU" in text
+
+
+def test_train_step_benchmark_writes_events_per_s(tmp_path):
+    out = tmp_path / "train_step.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train_step.py"), "--sizes", "smoke",
+                           "--configs", "cnn_local3d.py", "--steps", "1", "--json", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())["results"]["cnn_local3d.py [smoke]"]
+    assert result["events_per_s"] > 0 and result["peak_rss_mb"] > 0 and result["batch"] == 8
