@@ -3,7 +3,8 @@
 Plots (all with GeV / cm units, per estimator, model vs classical baselines):
 response.png, resolution.png (with the S/sqrt(E) (+) C fits and effective sigmas), endcaps.png
 (+z vs -z resolution), position.png (x, y RMS), angles.png (eta, phi RMS of the impact point),
-residuals.png (histograms), pred_vs_truth.png.
+residuals.png (histograms), pred_vs_truth.png, and ratio.png (each estimator's sigma/E over the
+classical one's on the same events, per energy and per |eta| bin) when a comparison is given.
 """
 
 from __future__ import annotations
@@ -134,7 +135,38 @@ def plots(result: dict, predictions: dict, out_dir: Path) -> list[Path]:
         axes[1].hist2d(truth["impact_x"], model["impact_x"], bins=60, cmap="viridis", cmin=1)
         axes[1].set(xlabel="true x [cm]", ylabel="predicted x [cm]", title="Model: impact x")
     paths.append(_save(fig, out_dir / "pred_vs_truth.png"))
+    comp = result.get("comparison")
+    if comp and comp["all"]["estimators"]:
+        paths.append(_comparison_plot(comp, out_dir / "ratio.png"))
     return paths
+
+
+def _comparison_plot(comp: dict, path: Path) -> Path:
+    """ratio.png: sigma/E of each estimator over the reference's, per energy bin and per |eta| bin."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ref = comp["all"]["reference"]
+    for name, c in comp["all"]["estimators"].items():
+        style = STYLE.get(name, {})
+        lo = np.array([b["e_lo"] for b in c["bins"]])
+        axes[0].errorbar(lo, [b["ratio"] for b in c["bins"]], [b["ratio_err"] for b in c["bins"]],
+                         ls="none", label=f"{name}: mean {c['mean_ratio']:.3f} ± {c['mean_ratio_err']:.3f}",
+                         **style)
+        rows = [r for r in comp.get("by_abs_eta", []) if name in r["estimators"]]
+        if rows:
+            centre = [0.5 * (r["eta_lo"] + r["eta_hi"]) for r in rows]
+            axes[1].errorbar(centre, [r["estimators"][name]["mean_ratio"] for r in rows],
+                             [r["estimators"][name]["mean_ratio_err"] for r in rows],
+                             xerr=[0.5 * (r["eta_hi"] - r["eta_lo"]) for r in rows], ls="none", label=name,
+                             **style)
+    for ax in axes:
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.legend(fontsize=8)
+    axes[0].set(xscale="log", xlabel="true energy, bin lower edge [GeV]",
+                ylabel=f"σ/E ÷ σ/E of {ref}", title=f"Energy resolution relative to {ref} (same events)")
+    axes[1].set(xlabel="|η|", ylabel=f"σ/E ÷ σ/E of {ref}",
+                title="Per |η| bin (upstream material grows with |η|)")
+    return _save(fig, path)
 
 
 def _fit_cell(fit):

@@ -127,7 +127,7 @@ def test_report_files_and_plots(tmp_path):
     assert "S = " in text and "![resolution](resolution.png)" in text
     assert "relative to `classical`" in text and "Per |η| bin" in text
     for name in ("response", "resolution", "endcaps", "position", "angles", "residuals",
-                 "pred_vs_truth"):
+                 "pred_vs_truth", "ratio"):
         with Image.open(tmp_path / f"{name}.png") as image:
             image.load()
             assert image.width > 300 and image.height > 200
