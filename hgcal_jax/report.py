@@ -169,7 +169,9 @@ def _comparison_plot(comp: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _fit_cell(fit):
+def fit_text(fit: dict | None) -> str:
+    """The text "S = ... %, C = ... %" of a resolution fit; a C at its lower bound is said so (its
+    error is then meaningless)."""
     if not fit:
         return "n/a"
     constant = (f"C = {100 * fit['constant']:.2f} ± {100 * fit['constant_err']:.2f} %"
@@ -226,8 +228,8 @@ def markdown(result: dict, meta: dict, images: list[Path]) -> str:
              "| estimator | all | +z | -z | endcaps agree (χ²/ndf, p) |", "| --- | --- | --- | --- | --- |"]
     for name, entry in est.items():
         check = entry["endcap_check"]
-        lines.append(f"| {name} | {_fit_cell(entry['all'].get('fit'))} | {_fit_cell(entry['+z'].get('fit'))} "
-                     f"| {_fit_cell(entry['-z'].get('fit'))} | {'yes' if check['agree'] else 'NO'} "
+        lines.append(f"| {name} | {fit_text(entry['all'].get('fit'))} | {fit_text(entry['+z'].get('fit'))} "
+                     f"| {fit_text(entry['-z'].get('fit'))} | {'yes' if check['agree'] else 'NO'} "
                      f"({check['chi2']:.1f}/{check['ndf']}, {check['p_value']:.2f}) |")
     names = [n for n in est if est[n]["all"].get("energy")]
     lines += ["", "## Energy resolution per bin (Gaussian core σ/E, %; effective σ in brackets)", "",

@@ -12,7 +12,7 @@ import logging
 
 from absl import flags
 
-from hgcal_jax import cli, evaluation
+from hgcal_jax import cli, evaluation, report
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run directory.", required=True)
 _SPLIT = flags.DEFINE_string("split", "test", "Dataset split to evaluate.")
@@ -26,8 +26,7 @@ def main(argv):
     for name, entry in result["report"]["estimators"].items():
         fit = entry["all"].get("fit")
         if fit:
-            print(f"{name:>10}: S = {100 * fit['stochastic']:.1f} ± {100 * fit['stochastic_err']:.1f} %, "
-                  f"C = {100 * fit['constant']:.2f} ± {100 * fit['constant_err']:.2f} %; endcaps "
+            print(f"{name:>10}: {report.fit_text(fit)}; endcaps "
                   f"{'agree' if entry['endcap_check']['agree'] else 'DISAGREE'}")
     print("wrote", result["paths"]["md"])
 

@@ -155,3 +155,39 @@ def test_evaluate_script_on_a_trained_smoke_run(tmp_path):
     assert (out / "report.md").is_file() and (out / "resolution.png").stat().st_size > 1000
     with np.load(out / "predictions.npz") as npz:
         assert len(npz["event_id"]) == 16
+
+
+def test_profile_correction_recovers_a_nonlinear_upstream_loss():
+    # Showers that start early (a large first-layer share f) lose more upstream, nonlinearly in f;
+    # the linear layer weights correct part of it, the profile correction (nearly) all.
+    rng = np.random.default_rng(11)
+    n = 20000
+    energy = np.exp(rng.uniform(np.log(10), np.log(200), n))
+    f = rng.beta(2, 8, n)  # first-layer share
+    seen = energy * (1 - 1.0 * f**2) * (1 + 0.01 * rng.standard_normal(n))
+    layer_sums = np.column_stack([f * seen, (1 - f) * seen]) / 0.01  # hit units
+    abs_eta = rng.uniform(1.6, 2.8, n)
+    train, test = slice(0, n // 2), slice(n // 2, n)
+    linear = baselines.calibrated_sum(layer_sums[test], baselines.fit_layer_weights(layer_sums[train],
+                                                                                     energy[train]))
+    corr = baselines.ProfileCorrection.fit(layer_sums[train], abs_eta[train], energy[train], n_layers=1)
+    profile = corr.predict(layer_sums[test], abs_eta[test])
+    spread = {name: np.std(est / energy[test]) for name, est in (("linear", linear), ("profile", profile))}
+    assert spread["profile"] < 0.5 * spread["linear"]
+    assert 0.0095 < spread["profile"] < 0.015  # the 1 % smearing stays
+
+
+def test_headroom_script_runs_on_the_smoke_dataset(data_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.train_helpers import REPO
+
+    out = tmp_path / "headroom.json"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "headroom.py"), "--config",
+                           "configs/default.py:smoke", f"--config.data.dir={data_dir}", "--split", "train",
+                           "--json", str(out)], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert set(doc) == {"calibrated sum", "profile-corrected sum", "oracle (true upstream loss)"}
+    assert "calibrated sum: " in proc.stdout
