@@ -11,8 +11,14 @@ RMS 0.07-0.14 cm per energy bin (classical log-weighted barycentre: 0.08-0.47 cm
   python scripts/train.py --config configs/default.py --workdir runs/demo/train
   python scripts/evaluate.py --workdir runs/demo/train
 
-Variants: `smoke` = layers 1-12 in a 30-degree phi sector, particles aimed into it, 96 events,
-a tiny model, 2 steps (seconds; for tests).
+Variants:
+- `long` (`make demo-long`): 100k train / 5k val / 20k test events simulated with their own seed,
+  4,000 steps (18 min of training on 2 CPU cores, 8 min of simulation). Test split, 20,000
+  events: energy S = 24.8 +- 0.3 %, C = 0.60 +- 0.18 % against the calibrated sum's S = 26.2 +-
+  0.3 %, C = 0.28 +- 0.40 %; paired on the same events the network's sigma/E is 0.963 +- 0.012
+  of the sum's. Impact RMS 0.06-0.11 cm (classical 0.09-0.48 cm).
+- `smoke`: layers 1-12 in a 30-degree phi sector, particles aimed into it, 96 events, a tiny
+  model, 2 steps (seconds; for tests).
 """
 
 import ml_collections
