@@ -32,16 +32,21 @@ def test_every_config_runs_two_steps(name, data_dir, cache_dir, tmp_path):
     assert json.loads((tmp_path / "final_metrics.json").read_text())["loss"] == metrics["loss"]
 
 
-def test_steps_lower_the_loss_on_a_fixed_batch_and_compile_once(data_dir, cache_dir):
-    config = smoke_config(data_dir, cache_dir)
-    setup = train.Setup(config)
+def steps_and_batch(config):
+    """(setup, initial state, jitted train and eval steps, one train batch) of a config."""
     from hgcal_jax import optim
 
+    setup = train.Setup(config)
     tx, schedule = optim.make(config.optim, 100)
     graphdef, state = train.initial_state(setup, tx)
-    fn, _ = train.jit_steps(setup, graphdef, tx, schedule)
+    train_fn, eval_fn = train.jit_steps(setup, graphdef, tx, schedule)
     batch = next(setup.train_iterator())
     batch.pop("event_id")
+    return setup, state, train_fn, eval_fn, batch
+
+
+def test_steps_lower_the_loss_on_a_fixed_batch_and_compile_once(data_dir, cache_dir):
+    setup, state, fn, _, batch = steps_and_batch(smoke_config(data_dir, cache_dir))
     key = jax.device_put(jax.random.key(0), setup.repl)
     losses = []
     for _ in range(15):
@@ -53,15 +58,8 @@ def test_steps_lower_the_loss_on_a_fixed_batch_and_compile_once(data_dir, cache_
 
 def test_eval_loss_is_the_training_loss_with_its_target_weights(data_dir, cache_dir):
     # No BatchNorm, so training and evaluation mode compute the same function of the batch.
-    config = smoke_config(data_dir, cache_dir, model__norm="none", targets__weights="4,1,0.5")
-    setup = train.Setup(config)
-    from hgcal_jax import optim
-
-    tx, schedule = optim.make(config.optim, 100)
-    graphdef, state = train.initial_state(setup, tx)
-    train_fn, eval_fn = train.jit_steps(setup, graphdef, tx, schedule)
-    batch = next(setup.train_iterator())
-    batch.pop("event_id")
+    setup, state, train_fn, eval_fn, batch = steps_and_batch(
+        smoke_config(data_dir, cache_dir, model__norm="none", targets__weights="4,1,0.5"))
     out = eval_fn(state, batch, setup.table, setup.cell_weight)  # before the update below
     _, metrics = train_fn(state, batch, setup.table, setup.cell_weight, jax.random.key(0))
     weight = np.asarray(batch["weight"])
