@@ -87,8 +87,8 @@ def train_step_table(result: dict) -> list[str]:
                          f"| {r['events_per_s']} | {r['step_ms']} | {r['peak_rss_mb']} | {steps} |")
     if result.get("note"):
         lines += ["", result["note"] + "."]
-    lines += ["", "A few timed steps after compilation understate the rate of a long run (the demo CNN "
-              "trained at 159-260 events/s, the RNN cells at 95-113)."]
+    lines += ["", "A few timed steps after compilation understate the rate of a long run (the default CNN "
+              "trained at 159-262 events/s, the RNN cells at 95-113)."]
     return lines + [""]
 
 
