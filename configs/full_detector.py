@@ -4,7 +4,10 @@ deeper residual CNN: a GPU config. On a CPU only the smoke variant is practical.
   python scripts/train.py --config configs/full_detector.py --workdir runs/full_detector
   python scripts/train.py --config configs/full_detector.py:smoke --workdir /tmp/full_smoke
 
-Measured result: not yet run on a GPU (see README, "Configs" and docs/performance.md).
+Measured: on the 2-core CPU one train step of batch 32 takes 51 s (0.6 events/s, peak RSS
+17.5 GB; `benchmarks/train_step.py --configs full_detector.py --sizes default`), so a training
+needs a GPU; no GPU has been lent to this project yet, so there is no trained result.
+`benchmarks/gpu.sh` times it on one.
 """
 
 from pathlib import Path
