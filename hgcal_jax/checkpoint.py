@@ -21,6 +21,9 @@ import orbax.checkpoint as ocp
 # (The cache directory is where tables are kept, not what they are: moving it is allowed.)
 STATE_DEFINING = ("model", "targets", "interpolation.pixel_cm", "interpolation.window", "geometry",
                   "optim", "train.steps", "seed", "data.batch_size", "data.max_hits")
+# Keys inside those sections that choose how, not what, is computed (and may be absent from the
+# configs of older checkpoints): a run may resume with another value, e.g. on a GPU after a CPU.
+IMPLEMENTATION_ONLY = frozenset({"model.conv3d"})
 
 
 class CheckpointMismatchError(ValueError):
@@ -74,7 +77,8 @@ def check_compatible(saved: dict, config: ml_collections.ConfigDict, where: str)
     then = _flatten(saved)
     differing = sorted(
         k for k in set(now) | set(then)
-        if any(k == s or k.startswith(s + ".") for s in STATE_DEFINING) and now.get(k) != then.get(k))
+        if any(k == s or k.startswith(s + ".") for s in STATE_DEFINING) and k not in IMPLEMENTATION_ONLY
+        and now.get(k) != then.get(k))
     if differing:
         details = ", ".join(f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in differing[:6])
         raise CheckpointMismatchError(

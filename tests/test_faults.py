@@ -265,6 +265,17 @@ def test_workdir_of_another_model_is_refused_naming_the_keys(data_dir, cache_dir
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before  # left intact
 
 
+def test_resume_check_ignores_implementation_only_keys(data_dir, cache_dir):
+    config = smoke_config(data_dir, cache_dir)
+    saved = config.to_dict()
+    del saved["model"]["conv3d"]  # a checkpoint from before the option existed
+    config.model.conv3d = "unfold"
+    checkpoint.check_compatible(saved, config, "w")  # how the convolution is computed: no refusal
+    config.model.channels = (4, 8)
+    with pytest.raises(checkpoint.CheckpointMismatchError, match=r"model.channels"):
+        checkpoint.check_compatible(saved, config, "w")
+
+
 # ----------------------------------------------------------------------------- NaN in a batch
 
 
