@@ -266,7 +266,7 @@ def test_workdir_of_another_model_is_refused_naming_the_keys(data_dir, cache_dir
 
 
 def test_resume_check_ignores_implementation_only_keys(data_dir, cache_dir):
-    config = smoke_config(data_dir, cache_dir)
+    config = smoke_config(data_dir, cache_dir, "cnn_local3d.py:smoke")
     saved = config.to_dict()
     del saved["model"]["conv3d"]  # a checkpoint from before the option existed
     config.model.conv3d = "unfold"
