@@ -271,7 +271,7 @@ def test_resume_check_ignores_implementation_only_keys(data_dir, cache_dir):
     del saved["model"]["conv3d"]  # a checkpoint from before the option existed
     config.model.conv3d = "unfold"
     checkpoint.check_compatible(saved, config, "w")  # how the convolution is computed: no refusal
-    config.model.channels = (4, 8)
+    config.model.channels = (2, 4)
     with pytest.raises(checkpoint.CheckpointMismatchError, match=r"model.channels"):
         checkpoint.check_compatible(saved, config, "w")
 
