@@ -3,7 +3,12 @@
   python scripts/train.py --config configs/cnn_inception.py --workdir runs/cnn_inception
   python scripts/train.py --config configs/cnn_inception.py:smoke --workdir /tmp/inception_smoke
 
-Measured result: not yet trained to completion (see README, "Configs").
+Measured (the short protocol of cnn_local3d.py, for CPU time: 250 steps of batch 64 on the
+default dataset, `--config.train.steps=250 --config.optim.warmup_steps=50`, 24 min on 2 CPU cores
+with the 3D convolutions unfolded, part of it beside a test run; test split of 4,000 events):
+val sigma/E 4.20 %; test S = 26.0 +- 0.8 %, C = 0.77 +- 0.36 %, sigma/E 1.014 +- 0.031 of the
+calibrated sum's; impact RMS 0.09-0.19 cm. (The global-z CNN under the same protocol: val 4.45 %,
+S = 25.1 +- 0.8 %, 1.017 +- 0.034 of the sum's, 0.12-0.21 cm.)
 """
 
 from pathlib import Path
