@@ -140,8 +140,11 @@ class ProfileCorrection:
 
     The early layers' shares measure how early the shower started, hence how much it lost in the
     upstream material (the main nuisance); the linear layer weights can only correct that
-    linearly. Not in the report (the issue's baselines are the two above): `scripts/headroom.py`
+    linearly. Not in the report (its baselines are the two above): `scripts/headroom.py`
     prints it with the calibrated sum and an oracle that knows each event's upstream loss.
+    It takes |eta| as given (the caller passes the true one; the direction is measured far better
+    than the energy, and the network gets it through the window position). Fitted like the layer
+    weights, on the relative error; events whose sum is not positive are left out of the fit.
     """
 
     layer_weights: np.ndarray
@@ -160,8 +163,14 @@ class ProfileCorrection:
             degree: int = 3) -> ProfileCorrection:
         weights = fit_layer_weights(layer_sums, energy)
         e_sum = calibrated_sum(layer_sums, weights)
-        design = cls._features(layer_sums, abs_eta, e_sum, n_layers, degree)
-        coef = np.linalg.lstsq(design, energy / e_sum - 1.0, rcond=None)[0]
+        ok = np.isfinite(e_sum) & (e_sum > 0)
+        design = cls._features(layer_sums[ok], abs_eta[ok], e_sum[ok], n_layers, degree)
+        if len(design) < 2 * design.shape[1]:
+            raise ValueError(f"ProfileCorrection: {len(design)} usable events for {design.shape[1]} "
+                             f"coefficients (n_layers={n_layers}, degree={degree}); need twice as many")
+        # Minimise sum(((e_sum (1 + p) - E) / E)^2): rows scaled by e_sum / E, target 1 - e_sum / E.
+        scale = e_sum[ok] / energy[ok]
+        coef = np.linalg.lstsq(design * scale[:, None], 1.0 - scale, rcond=None)[0]
         return cls(weights, coef, n_layers, degree)
 
     def predict(self, layer_sums: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:

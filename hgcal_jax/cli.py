@@ -81,8 +81,9 @@ def run(main) -> None:
         except _input_errors() as e:
             if os.environ.get("HGCAL_JAX_TRACEBACK"):
                 raise
-            message = str(e).splitlines()[0] if str(e) else type(e).__name__
-            print(f"error: {message} (HGCAL_JAX_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+            message = str(e).splitlines()[0] if str(e) else ""
+            print(f"error: {type(e).__name__}: {message} (HGCAL_JAX_TRACEBACK=1 shows the traceback)",
+                  file=sys.stderr)
             sys.exit(1)
 
     app.run(guarded, flags_parser=_parse_flags)

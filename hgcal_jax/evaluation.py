@@ -147,16 +147,28 @@ def compare(estimates: dict[str, dict[str, np.ndarray]], truth: dict[str, np.nda
     the per-bin ratio sigma/E(estimator) / sigma/E(reference), their geometric mean over bins, and
     the difference of the fitted S and C, each with its bootstrap error, and `better`: whether the
     mean ratio is below 1 by more than twice its error.
+
+    Only events every estimator measured (finite) are used, so that no estimator is judged on an
+    easier subset; `nonfinite` counts the events dropped. The bootstrap errors are conservative:
+    in toys with known truth they came out ~40 % larger than the spread over fresh samples
+    (resampled duplicates widen the binned core fits), so `better` can miss a real gain but does
+    not claim a false one. `resamples_used` counts the resamples in which every bin had enough
+    events.
     """
     rng = np.random.default_rng(seed)
-    e_true = np.asarray(truth["energy"], np.float64)
+    finite = np.all([np.isfinite(np.asarray(e["energy"], np.float64)) for e in estimates.values()
+                     if "energy" in e], axis=0)
+    estimates = {n: {"energy": np.asarray(e["energy"], np.float64)[finite]} for n, e in estimates.items()
+                 if "energy" in e}
+    e_true = np.asarray(truth["energy"], np.float64)[finite]
     edges = list(zip(bins[:-1], bins[1:], strict=True))
     in_bin = [np.flatnonzero((e_true >= lo) & (e_true < hi)) for lo, hi in edges]
     draws = [np.concatenate([rng.choice(idx, len(idx)) for idx in in_bin]) for _ in range(resamples)]
-    out = {"reference": reference, "resamples": resamples, "estimators": {}}
+    out = {"reference": reference, "resamples": resamples, "nonfinite": int((~finite).sum()),
+           "estimators": {}}
     ref = estimates[reference]["energy"]
     for name, est in estimates.items():
-        if name == reference or "energy" not in est:
+        if name == reference:
             continue
         e_lo, ratio, (d_s, d_c) = _paired_summary(est["energy"], ref, e_true, bins, min_events)
         boot_ratio, boot_mean, boot_ds, boot_dc = [], [], [], []
@@ -179,6 +191,7 @@ def compare(estimates: dict[str, dict[str, np.ndarray]], truth: dict[str, np.nda
             "delta_stochastic": float(d_s), "delta_stochastic_err": _std(boot_ds),
             "delta_constant": float(d_c), "delta_constant_err": _std(boot_dc),
             "better": bool(np.isfinite(mean_err) and mean_ratio + 2 * mean_err < 1.0),
+            "resamples_used": len(boot_mean),
         }
     return out
 

@@ -85,8 +85,16 @@ class Setup:
         if jax.process_count() > 1:
             # Process 0 builds a missing table; the others then load it from a shared cache_dir
             # (on host-local disks each builds its own, as before).
-            table = build() if jax.process_index() == 0 else None
+            table, error = None, None
+            if jax.process_index() == 0:
+                try:
+                    table = build()
+                except Exception as e:  # noqa: BLE001 - re-raised below, after the barrier
+                    error = e
+            # Reached even when process 0 failed, so the others do not wait for it forever.
             multihost_utils.sync_global_devices("interpolation table")
+            if error is not None:
+                raise error
             table = table if table is not None else build()
         else:
             table = build()
