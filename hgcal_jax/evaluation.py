@@ -118,10 +118,9 @@ def evaluate(estimates: dict[str, dict[str, np.ndarray]], truth: dict[str, np.nd
     return out
 
 
-def _paired_summary(est, ref, e_true, bins, min_events: int):
-    """(bin lower edges, per-bin resolution ratio est/ref, (dS, dC)) on one set of events."""
-    rows_a = energy_table(est, e_true, bins, min_events)
-    rows_b = energy_table(ref, e_true, bins, min_events)
+def _paired_summary(rows_a: list[dict], rows_b: list[dict]):
+    """(bin lower edges, per-bin resolution ratio a/b, (dS, dC)) from two estimators' energy tables
+    of the same events, on the bins both have."""
     common = {r["e_lo"] for r in rows_a} & {r["e_lo"] for r in rows_b}
     rows_a = [r for r in rows_a if r["e_lo"] in common]
     rows_b = [r for r in rows_b if r["e_lo"] in common]
@@ -167,14 +166,17 @@ def compare(estimates: dict[str, dict[str, np.ndarray]], truth: dict[str, np.nda
     out = {"reference": reference, "resamples": resamples, "nonfinite": int((~finite).sum()),
            "estimators": {}}
     ref = estimates[reference]["energy"]
+    table = lambda est, index: energy_table(est[index], e_true[index], bins, min_events)  # noqa: E731
+    everything = np.arange(len(e_true))
+    ref_rows = table(ref, everything)
+    ref_draw_rows = [table(ref, draw) for draw in draws]  # once, shared by every estimator
     for name, est in estimates.items():
         if name == reference:
             continue
-        e_lo, ratio, (d_s, d_c) = _paired_summary(est["energy"], ref, e_true, bins, min_events)
+        e_lo, ratio, (d_s, d_c) = _paired_summary(table(est["energy"], everything), ref_rows)
         boot_ratio, boot_mean, boot_ds, boot_dc = [], [], [], []
-        for draw in draws:
-            lo_b, r_b, (ds_b, dc_b) = _paired_summary(est["energy"][draw], ref[draw], e_true[draw], bins,
-                                                      min_events)
+        for draw, ref_draw in zip(draws, ref_draw_rows, strict=True):
+            lo_b, r_b, (ds_b, dc_b) = _paired_summary(table(est["energy"], draw), ref_draw)
             if lo_b != e_lo:  # a bin fell below min_events in this resample: skip the resample
                 continue
             boot_ratio.append(r_b)

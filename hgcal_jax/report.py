@@ -136,9 +136,14 @@ def plots(result: dict, predictions: dict, out_dir: Path) -> list[Path]:
         axes[1].set(xlabel="true x [cm]", ylabel="predicted x [cm]", title="Model: impact x")
     paths.append(_save(fig, out_dir / "pred_vs_truth.png"))
     comp = result.get("comparison")
-    if comp and any(c["bins"] for c in comp["all"]["estimators"].values()):
+    if _has_comparison(comp):
         paths.append(_comparison_plot(comp, out_dir / "ratio.png"))
     return paths
+
+
+def _has_comparison(comp: dict | None) -> bool:
+    """Whether a comparison has anything to show (with too few events no energy bin is filled)."""
+    return bool(comp) and any(c["bins"] for c in comp["all"]["estimators"].values())
 
 
 def _comparison_plot(comp: dict, path: Path) -> Path:
@@ -185,8 +190,8 @@ def _ratio_cell(c: dict) -> str:
 
 def _comparison_lines(comp: dict | None) -> list[str]:
     """The paired (same-event) comparison with the reference: resolution ratios with errors."""
-    if not comp or not any(c["bins"] for c in comp["all"]["estimators"].values()):
-        return []  # too few events for any energy bin
+    if not _has_comparison(comp):
+        return []
     ref = comp["all"]["reference"]
     lines = ["", f"## Energy resolution relative to `{ref}` (same events, paired bootstrap of "
              f"{comp['all']['resamples']} resamples)", "",
