@@ -10,7 +10,8 @@ Fits on the train split, measures on --split (test), and prints S and C of:
   shares of the signal, |eta| and the sum), a nonlinear classical estimate;
 - an oracle: the layer-weight fit given each event's true upstream loss (simulation truth),
   which bounds what any correction of the upstream loss can reach.
-A network that beats the calibrated sum should land between it and the oracle.
+It also prints the correlation of each event's upstream-loss fraction with the first layer's share
+of its signal. A network that beats the calibrated sum should land between it and the oracle.
 """
 
 import json
@@ -52,6 +53,9 @@ def main(argv):
     except ValueError as e:  # too few train events for the polynomial
         print(f"profile-corrected sum skipped: {e}")
     if "upstream_loss" in test.truth:
+        share = test.layer_sums[:, 0] / np.maximum(test.layer_sums.sum(axis=1), 1e-9)
+        corr = np.corrcoef(test.truth["upstream_loss"] / e_test, share)[0, 1]
+        print(f"correlation of the upstream-loss fraction with the first layer's signal share: {corr:.2f}")
         with_loss = lambda s: np.column_stack([s.layer_sums, s.truth["upstream_loss"]])  # noqa: E731
         weights = baselines.fit_layer_weights(with_loss(train), e_train)
         estimates["oracle (true upstream loss)"] = baselines.calibrated_sum(with_loss(test), weights)

@@ -193,5 +193,5 @@ def test_headroom_script_runs_on_the_smoke_dataset(data_dir, tmp_path):
     doc = json.loads(out.read_text())
     # 64 train events are too few for the profile correction's 165 coefficients: said, not fitted.
     assert set(doc) == {"calibrated sum", "oracle (true upstream loss)"}
-    assert "calibrated sum: " in proc.stdout
+    assert "calibrated sum: " in proc.stdout and "first layer's signal share: " in proc.stdout
     assert "profile-corrected sum skipped: ProfileCorrection: 64 usable events" in proc.stdout
